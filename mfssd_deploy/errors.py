@@ -1,0 +1,29 @@
+"""User-facing errors: one line that names the problem and the fix; CLIs print them without traceback."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+class MfssdError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class MissingExtraError(MfssdError, ImportError):
+    """An optional dependency is missing; the message names the extra that provides it."""
+
+
+def require(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import an optional dependency, or fail with the pip command that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{purpose} needs {module.split('.')[0]}, which is not installed: "
+            f'pip install "mfssd-deploy[{extra}]"'
+        ) from exc
+
+
+def require_torch(purpose: str = "this feature") -> ModuleType:
+    return require("torch", "torch", purpose)
