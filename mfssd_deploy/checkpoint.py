@@ -28,8 +28,10 @@ def save_checkpoint(
     config: ModelConfig | None = None,
     meta: dict[str, Any] | None = None,
     pruning: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write atomically (temporary file + rename). `config` defaults to `model.config`."""
+    """Write atomically (temporary file + rename). `config` defaults to `model.config`; `extra` adds
+    top-level entries (tensors and plain types only), e.g. the optimizer state for resuming."""
     cfg = config if config is not None else model.config
     if not isinstance(cfg, ModelConfig):
         raise TypeError("save_checkpoint needs a ModelConfig (model.config or config=)")
@@ -41,6 +43,7 @@ def save_checkpoint(
     }
     if pruning is not None:
         payload["pruning"] = pruning
+    payload.update(extra or {})
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)

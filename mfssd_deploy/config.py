@@ -78,9 +78,15 @@ FSSD_PRIORS = PriorSpec()
 
 @dataclass(frozen=True)
 class NMSConfig:
+    """Reference SSD post-processing settings. `pre_nms_topk` caps the candidates of each class in
+    each image before NMS, as the reference SSD code does (200 there): it bounds NMS time when a
+    weak model scores everything above 0.01, and TensorRT's NMS layer takes at most 5000
+    candidates (2000 on Jetson Nano/TX2)."""
+
     conf_thresh: float = 0.01
     iou_thresh: float = 0.45
     max_det: int = 200
+    pre_nms_topk: int = 1000
 
 
 @dataclass(frozen=True)

@@ -39,14 +39,16 @@ def postprocess(
     conf_thresh: float = 0.01,
     iou_thresh: float = 0.45,
     max_det: int = 200,
+    pre_nms_topk: int | None = 1000,
     variances: Variances = (0.1, 0.2),
     logits: bool = False,
 ) -> PaddedDetections:
     """loc [B,P,4] offsets and scores [B,P,C] (class 0 = background; pass logits=True for raw conf)
     -> the top `max_det` detections per image after per-class NMS, padded.
 
-    Semantics of the reference SSD: for every foreground class keep scores > conf_thresh, NMS per
-    class at iou_thresh (IoU > thresh suppresses), then the best max_det per image over all classes.
+    Semantics of the reference SSD: for every foreground class keep scores > conf_thresh (at most
+    the `pre_nms_topk` best), NMS per class at iou_thresh (IoU > thresh suppresses), then the best
+    max_det per image over all classes.
     """
     if loc.ndim != 3 or scores.ndim != 3 or loc.shape[:2] != scores.shape[:2]:
         raise ValueError(
@@ -57,11 +59,15 @@ def postprocess(
     batch, _, num_classes = scores.shape
     device = loc.device
     boxes = decode(loc.float(), priors.to(device=device, dtype=torch.float32), variances)  # [B,P,4]
-    fg = scores[..., 1:].float()  # [B,P,C-1]
-
-    b_idx, p_idx, c_idx = torch.nonzero(fg > conf_thresh, as_tuple=True)
+    fg = scores[..., 1:].float().transpose(1, 2)  # [B,C-1,P]
+    if pre_nms_topk is not None and pre_nms_topk < fg.shape[2]:
+        top, top_idx = fg.topk(pre_nms_topk, dim=2)  # [B,C-1,K]
+    else:
+        top, top_idx = fg, None
+    b_idx, c_idx, k_idx = torch.nonzero(top > conf_thresh, as_tuple=True)
+    p_idx = k_idx if top_idx is None else top_idx[b_idx, c_idx, k_idx]
     cand_boxes = boxes[b_idx, p_idx]
-    cand_scores = fg[b_idx, p_idx, c_idx]
+    cand_scores = top[b_idx, c_idx, k_idx]
     group = b_idx * (num_classes - 1) + c_idx
     keep = batched_nms(cand_boxes, cand_scores, group, iou_thresh)  # sorted by score, descending
 

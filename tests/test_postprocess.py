@@ -19,16 +19,17 @@ def iou_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a) + area(b) - inter)
 
 
-def reference(loc, scores, priors, conf, iou, max_det):  # type: ignore[no-untyped-def]
-    """Original SSD semantics: per image, per foreground class, threshold, greedy NMS; top max_det overall."""
+def reference(loc, scores, priors, conf, iou, max_det, topk=None):  # type: ignore[no-untyped-def]
+    """Original SSD semantics: per image, per foreground class: the topk best scores above the
+    threshold, greedy NMS; then the top max_det overall."""
     boxes_all = decode(loc, priors).numpy().astype(np.float64)
     out = []
     for b in range(loc.shape[0]):
         dets = []
         for c in range(1, scores.shape[2]):
             s = scores[b, :, c].numpy()
-            idx = np.nonzero(s > conf)[0]
-            idx = idx[np.argsort(-s[idx], kind="stable")]
+            idx = np.argsort(-s, kind="stable")[:topk]
+            idx = idx[s[idx] > conf]
             while idx.size:
                 i = idx[0]
                 dets.append((float(s[i]), c - 1, boxes_all[b, i]))
@@ -78,12 +79,15 @@ def assert_same(got, ref, atol: float = 1e-5) -> None:  # type: ignore[no-untype
     conf=st.sampled_from([0.01, 0.2, 0.5, 0.9]),
     iou=st.sampled_from([0.3, 0.45, 0.7]),
     max_det=st.sampled_from([1, 5, 200]),
+    topk=st.sampled_from([None, 3, 40, 1000]),
 )
-def test_equals_reference_loop(seed, batch, priors_n, classes, temp, conf, iou, max_det) -> None:  # type: ignore[no-untyped-def]
+def test_equals_reference_loop(seed, batch, priors_n, classes, temp, conf, iou, max_det, topk) -> None:  # type: ignore[no-untyped-def]
     loc, scores, priors = random_inputs(seed, batch, priors_n, classes, temp)
-    got = postprocess(loc, scores, priors, conf_thresh=conf, iou_thresh=iou, max_det=max_det)
+    got = postprocess(
+        loc, scores, priors, conf_thresh=conf, iou_thresh=iou, max_det=max_det, pre_nms_topk=topk
+    )
     assert got.boxes.shape == (batch, max_det, 4) and got.num_dets.dtype == torch.int32
-    assert_same(got, reference(loc, scores, priors, conf, iou, max_det))
+    assert_same(got, reference(loc, scores, priors, conf, iou, max_det, topk))
 
 
 def test_empty_images_and_differing_counts() -> None:

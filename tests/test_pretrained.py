@@ -32,12 +32,15 @@ def relu5_3(features: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return features[:-1](x)
 
 
-@pytest.mark.parametrize(("tv_name", "variant"), [
-    ("vgg16_bn", "mfssd_bn"),  # bias folded into BN running_mean
-    ("vgg16", "mfssd"),  # plain copy
-    ("vgg16_bn", "mfssd"),  # BN folded into a biased conv
-    ("vgg16", "mfssd_bn"),  # identity BN that adds the bias
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("tv_name", "variant"),
+    [
+        ("vgg16_bn", "mfssd_bn"),  # bias folded into BN running_mean
+        ("vgg16", "mfssd"),  # plain copy
+        ("vgg16_bn", "mfssd"),  # BN folded into a biased conv
+        ("vgg16", "mfssd_bn"),  # identity BN that adds the bias
+    ],
+)
 def test_folded_and_unfolded_backbones_agree(tmp_path: Path, tv_name: str, variant: str) -> None:
     tv = randomised(getattr(torchvision.models, tv_name)(weights=None))
     path = tmp_path / f"{tv_name}.pth"

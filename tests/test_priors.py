@@ -23,8 +23,14 @@ def reference(spec: PriorSpec) -> np.ndarray:
         cy = ((ii + 0.5) / f_k).reshape(-1, 1, 1)
         wh = np.asarray(shapes)[None]  # [1, n, 2]
         n = wh.shape[1]
-        block = np.concatenate([np.broadcast_to(cx, (f * f, n, 1)), np.broadcast_to(cy, (f * f, n, 1)),
-                                np.broadcast_to(wh, (f * f, n, 2))], axis=2)  # fmt: skip
+        block = np.concatenate(
+            [
+                np.broadcast_to(cx, (f * f, n, 1)),
+                np.broadcast_to(cy, (f * f, n, 1)),
+                np.broadcast_to(wh, (f * f, n, 2)),
+            ],
+            axis=2,
+        )
         levels.append(block.reshape(-1, 4))
     return np.clip(np.concatenate(levels), 0, 1)
 

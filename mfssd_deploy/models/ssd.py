@@ -11,8 +11,12 @@ from mfssd_deploy.models.layers import ConvBlock, L2Norm
 from mfssd_deploy.models.vgg import ReducedVGG16
 
 # (1x1 name, 3x3 name, stride, padding) of each extra pair: 19 -> 10 -> 5 -> 3 -> 1.
-EXTRAS = (("conv8_1", "conv8_2", 2, 1), ("conv9_1", "conv9_2", 2, 1), ("conv10_1", "conv10_2", 1, 0),
-          ("conv11_1", "conv11_2", 1, 0))  # fmt: skip
+EXTRAS = (
+    ("conv8_1", "conv8_2", 2, 1),
+    ("conv9_1", "conv9_2", 2, 1),
+    ("conv10_1", "conv10_2", 1, 0),
+    ("conv11_1", "conv11_2", 1, 0),
+)
 
 
 class SSD300(nn.Module):

@@ -1,0 +1,102 @@
+"""mfssd-eval: VOC07 mAP (11-point and all-point) and COCO AP/APs/APm/APl of a model on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from mfssd_deploy.cli import run_cli
+from mfssd_deploy.errors import MfssdError
+
+
+def format_result(res: dict[str, Any]) -> str:
+    lines = ["| class | AP@0.5 (VOC07) | AP@0.5 (all-point) | GT |", "|---|---:|---:|---:|"]
+    for name, v in res["per_class"].items():
+        ap07 = "n/a" if math.isnan(v["ap07"]) else f"{v['ap07']:.4f}"
+        ap = "n/a" if math.isnan(v["ap"]) else f"{v['ap']:.4f}"
+        lines.append(f"| {name} | {ap07} | {ap} | {v['n_gt']} |")
+    lines.append(
+        f"\nmAP@0.5 VOC07 11-point: {res['voc07_map']:.4f}   all-point: {res['voc_map_all_point']:.4f}"
+        f"   ({res['images']} images)"
+    )
+    if "coco" in res:
+        c = res["coco"]
+        lines.append(
+            "COCO: "
+            + "  ".join(f"{k} {c[k]:.4f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"))
+        )
+    return "\n".join(lines)
+
+
+def predictor_for(
+    model_path: Path, device: str, conf: float | None, iou: float | None, max_det: int | None
+) -> Any:
+    if model_path.suffix == ".pt":
+        from mfssd_deploy.checkpoint import load_model
+        from mfssd_deploy.evaluation.runner import torch_predictor
+
+        model = load_model(model_path, device)
+        return torch_predictor(model, device, conf, iou, max_det), model.config
+    raise MfssdError(f"cannot evaluate {model_path.name}: this version evaluates .pt checkpoints")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="mfssd-eval", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    ap.add_argument("--model", help="checkpoint (default: the bundled demo model)")
+    ap.add_argument(
+        "--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)"
+    )
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--json", help="write the result (contract: voc07_map, coco, per_class) to this file")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
+    ap.add_argument("--conf", type=float, default=None, help="score threshold (default: the model's, 0.01)")
+    ap.add_argument("--iou", type=float, default=None, help="NMS IoU (default: the model's, 0.45)")
+    ap.add_argument(
+        "--max-det", type=int, default=None, help="detections per image (default: the model's, 200)"
+    )
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-coco", action="store_true", help="VOC metrics only (no pycocotools)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from mfssd_deploy.bundled import demo_model
+    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.evaluation.runner import evaluate
+    from mfssd_deploy.fileio import write_json
+
+    model_path = Path(args.model) if args.model else demo_model()
+    source = open_source(args.data, args.split)
+    predict, cfg = predictor_for(model_path, args.device, args.conf, args.iou, args.max_det)
+    if tuple(cfg.class_names) != tuple(source.class_names):
+        raise MfssdError(
+            f"{model_path.name} detects {list(cfg.class_names)} "
+            f"but {args.data} has {list(source.class_names)}; "
+            "evaluate a model trained on these classes"
+        )
+    res = evaluate(
+        predict,
+        source,
+        batch_size=args.batch,
+        max_images=args.max_images,
+        coco=not args.no_coco,
+        progress=not args.no_progress,
+    )
+    res["model"] = str(model_path)
+    if source.skipped:
+        res["skipped_annotations"] = len(source.skipped)
+        print(f"note: {len(source.skipped)} malformed annotations were skipped", file=sys.stderr)
+    print(format_result(res))
+    if args.json:
+        write_json(args.json, res)
+    return 0
+
+
+def entry() -> None:
+    sys.exit(run_cli("mfssd-eval", main))

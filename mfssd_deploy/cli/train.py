@@ -1,0 +1,125 @@
+"""mfssd-train: train any variant and width on COCO-format, VOC or synthetic data (CPU, GPU, torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from mfssd_deploy.cli import run_cli
+from mfssd_deploy.config import VARIANTS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="mfssd-train",
+        description="Train an SSD/FSSD/MFSSD detector. Multi-GPU: torchrun --nproc_per_node N "
+        "$(which mfssd-train) ... (DistributedDataParallel; --batch is the global batch).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument(
+        "--data", required=True, help="dataset root: annotations/SPLIT.json (COCO format), COCO 2017, or VOC"
+    )
+    ap.add_argument("--out", default="runs/train", help="folder for last.pt, best.pt and log.jsonl")
+    ap.add_argument("--variant", default="mfssd_bn", choices=VARIANTS)
+    ap.add_argument(
+        "--width", type=float, default=1.0, help="channel width multiplier (0.25 = the demo model)"
+    )
+    ap.add_argument("--train-split", default="train")
+    ap.add_argument("--val-split", default="val", help="split evaluated during training ('' to skip)")
+    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--batch", type=int, default=16, help="global batch size")
+    ap.add_argument(
+        "--lr", type=float, default=None, help="base LR (default: the paper's 0.4 at batch 256, scaled)"
+    )
+    ap.add_argument("--weight-decay", type=float, default=5e-4)
+    ap.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=None,
+        help="linear warmup length (default: the paper's 5 of 300 epochs, scaled to --epochs)",
+    )
+    ap.add_argument(
+        "--sparsity", type=float, default=0.0, help="L1 strength on BN gammas (network slimming), e.g. 1e-4"
+    )
+    ap.add_argument("--zoom-out", type=float, default=4.0, help="max zoom-out canvas factor (1 disables)")
+    ap.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    ap.add_argument(
+        "--amp",
+        default="auto",
+        choices=["auto", "off", "bf16", "fp16"],
+        help="mixed precision: auto = fp16 on CUDA, bf16 on CPUs with AVX-512 BF16",
+    )
+    ap.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is on for CPU)")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--resume", help="continue a run from its last.pt (model, optimizer, step)")
+    ap.add_argument(
+        "--finetune", help="start from a checkpoint's structure and weights (e.g. a pruned model)"
+    )
+    ap.add_argument("--init-vgg", help="torchvision vgg16/vgg16_bn ImageNet state_dict file for the backbone")
+    ap.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
+    ap.add_argument("--eval-images", type=int, default=None, help="evaluate on the first N val images only")
+    ap.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (smoke runs)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--json", help="write the run summary (history, best mAP) to this file")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
+
+    from mfssd_deploy.fileio import write_json
+    from mfssd_deploy.train.loop import TrainOptions, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    extra = {}
+    if args.warmup_epochs is not None:
+        extra["warmup"] = args.warmup_epochs / max(args.epochs, 1)
+    opt = TrainOptions(
+        data=args.data,
+        out=args.out,
+        variant=args.variant,
+        width=args.width,
+        train_split=args.train_split,
+        val_split=args.val_split or None,
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        sparsity=args.sparsity,
+        zoom_out=args.zoom_out,
+        workers=args.workers,
+        amp=args.amp,
+        channels_last=False if args.no_channels_last else None,
+        device=args.device,
+        resume=args.resume,
+        finetune=args.finetune,
+        init_vgg=args.init_vgg,
+        eval_every=args.eval_every,
+        eval_images=args.eval_images,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        progress=not args.no_progress,
+        **extra,
+    )
+    summary = train(opt)
+    print(
+        f"done in {summary['train_time_s'] / 60:.1f} min; best val mAP@0.5 {summary['best_map']:.4f}; "
+        f"checkpoints in {summary['out']}"
+    )
+    if args.json:
+        write_json(args.json, summary)
+    return 0
+
+
+def entry() -> None:
+    sys.exit(run_cli("mfssd-train", main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,210 @@
+"""Annotation sources (COCO JSON, Pascal VOC XML) read into plain records, validated once.
+
+No torch here: evaluation of deployed models must not need it. A malformed annotation is
+reported with its file and id, skipped and counted, never a crash in the middle of an epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mfssd_deploy.config import VOC_CLASSES
+from mfssd_deploy.errors import MfssdError
+
+log = logging.getLogger("mfssd_deploy.data")
+EDGE_TOLERANCE = 1.0  # px a box may exceed the image (rounding in real annotations); clipped silently
+
+
+@dataclass
+class Record:
+    """One image: xyxy pixel boxes, 1-based labels (0 is background), VOC `difficult` flags."""
+
+    path: Path
+    image_id: int
+    width: int
+    height: int
+    boxes: np.ndarray  # [N, 4] float32
+    labels: np.ndarray  # [N] int64
+    difficult: np.ndarray  # [N] bool
+
+
+@dataclass
+class Source:
+    name: str
+    class_names: tuple[str, ...]
+    records: list[Record]
+    skipped: list[str] = field(default_factory=list)  # one message per malformed annotation
+    coco_json: Path | None = None  # the original file when the source is COCO (pycocotools reads it)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) + 1
+
+
+def _check_box(
+    x1: float, y1: float, x2: float, y2: float, w: int, h: int
+) -> tuple[list[float] | None, str | None]:
+    if not all(np.isfinite([x1, y1, x2, y2])):
+        return None, "non-finite coordinates"
+    if x2 <= x1 or y2 <= y1:
+        return None, f"zero or negative area box {[x1, y1, x2, y2]}"
+    t = EDGE_TOLERANCE
+    if x1 < -t or y1 < -t or x2 > w + t or y2 > h + t:
+        return None, f"box {[round(v, 1) for v in (x1, y1, x2, y2)]} outside the {w}x{h} image"
+    return [max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)], None
+
+
+def _report(skipped: list[str], source: str, message: str) -> None:
+    skipped.append(f"{source}: {message}")
+    if len(skipped) <= 20:
+        log.warning("skipped %s", skipped[-1])
+    elif len(skipped) == 21:
+        log.warning("%s: more malformed annotations; the total is reported at the end", source)
+
+
+def load_coco(ann_file: str | os.PathLike[str], image_dir: str | os.PathLike[str]) -> Source:
+    """A COCO-format detection JSON. Crowd annotations are kept out of training records."""
+    import json
+
+    ann_path, img_root = Path(ann_file), Path(image_dir)
+    if not ann_path.is_file():
+        raise MfssdError(f"annotation file not found: {ann_path}")
+    try:
+        data = json.loads(ann_path.read_text())
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        images = data["images"]
+        anns = data.get("annotations", [])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MfssdError(f"{ann_path} is not a COCO detection JSON ({type(exc).__name__}: {exc})") from exc
+    cat_to_label = {c["id"]: i + 1 for i, c in enumerate(cats)}
+    by_image: dict[int, list[dict]] = {}
+    for a in anns:
+        by_image.setdefault(a.get("image_id"), []).append(a)
+    skipped: list[str] = []
+    known_ids = {im["id"] for im in images}
+    for image_id in by_image.keys() - known_ids:
+        for a in by_image[image_id]:
+            _report(skipped, ann_path.name, f"annotation id {a.get('id')}: unknown image_id {image_id}")
+    records = []
+    for im in images:
+        w, h = int(im["width"]), int(im["height"])
+        boxes, labels = [], []
+        for a in by_image.get(im["id"], []):
+            where = f"annotation id {a.get('id')} of {im['file_name']}"
+            if a.get("iscrowd", 0):
+                continue
+            if a.get("category_id") not in cat_to_label:
+                _report(skipped, ann_path.name, f"{where}: unknown category_id {a.get('category_id')}")
+                continue
+            try:
+                x, y, bw, bh = (float(v) for v in a["bbox"])
+            except (KeyError, TypeError, ValueError):
+                _report(skipped, ann_path.name, f"{where}: bbox is not [x, y, w, h]")
+                continue
+            box, problem = _check_box(x, y, x + bw, y + bh, w, h)
+            if problem:
+                _report(skipped, ann_path.name, f"{where}: {problem}")
+                continue
+            boxes.append(box)
+            labels.append(cat_to_label[a["category_id"]])
+        records.append(
+            _record(img_root / im["file_name"], int(im["id"]), w, h, boxes, labels, [False] * len(labels))
+        )
+    return Source(ann_path.stem, tuple(c["name"] for c in cats), records, skipped, coco_json=ann_path)
+
+
+def _record(path: Path, image_id: int, w: int, h: int, boxes: list, labels: list, difficult: list) -> Record:
+    return Record(
+        path=path,
+        image_id=image_id,
+        width=w,
+        height=h,
+        boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        labels=np.asarray(labels, dtype=np.int64),
+        difficult=np.asarray(difficult, dtype=bool),
+    )
+
+
+def load_voc(root: str | os.PathLike[str], split: str, class_names: tuple[str, ...] = VOC_CLASSES) -> Source:
+    """A VOCdevkit year folder (JPEGImages/, Annotations/, ImageSets/Main/SPLIT.txt).
+
+    Boxes are converted from VOC's 1-based inclusive pixels to 0-based xyxy (x1 - 1, y1 - 1, x2, y2).
+    """
+    root = Path(root)
+    ids_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not ids_file.is_file():
+        raise MfssdError(f"not a VOC folder or no split {split!r}: {ids_file} is missing")
+    index = {c: i + 1 for i, c in enumerate(class_names)}
+    skipped: list[str] = []
+    records = []
+    for n, image_name in enumerate(ids_file.read_text().split()):
+        xml_path = root / "Annotations" / f"{image_name}.xml"
+        try:
+            tree = ET.parse(xml_path).getroot()
+            size = tree.find("size")
+            w = int(size.findtext("width"))  # type: ignore[union-attr,arg-type]
+            h = int(size.findtext("height"))  # type: ignore[union-attr,arg-type]
+        except (ET.ParseError, OSError, AttributeError, TypeError, ValueError) as exc:
+            _report(
+                skipped, xml_path.name, f"image {image_name}: unreadable annotation ({type(exc).__name__})"
+            )
+            continue
+        boxes, labels, difficult = [], [], []
+        for k, obj in enumerate(tree.iter("object")):
+            where = f"object {k} of {xml_path.name}"
+            name = (obj.findtext("name") or "").strip()
+            if name not in index:
+                _report(skipped, xml_path.name, f"{where}: unknown class {name!r}")
+                continue
+            try:
+                bb = obj.find("bndbox")
+                x1, y1, x2, y2 = (float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[union-attr,arg-type]
+            except (AttributeError, TypeError, ValueError):
+                _report(skipped, xml_path.name, f"{where}: bndbox is missing or not numeric")
+                continue
+            box, problem = _check_box(x1 - 1, y1 - 1, x2, y2, w, h)
+            if problem:
+                _report(skipped, xml_path.name, f"{where}: {problem}")
+                continue
+            boxes.append(box)
+            labels.append(index[name])
+            difficult.append(obj.findtext("difficult", "0").strip() == "1")
+        records.append(
+            _record(root / "JPEGImages" / f"{image_name}.jpg", n + 1, w, h, boxes, labels, difficult)
+        )
+    return Source(f"{root.name}-{split}", tuple(class_names), records, skipped)
+
+
+def open_source(path: str | os.PathLike[str], split: str = "val") -> Source:
+    """Find the annotations of `split` under `path`:
+
+    - our synthetic / COCO-like layout: PATH/annotations/SPLIT.json with images in PATH/SPLIT/;
+    - COCO 2017: PATH/annotations/instances_SPLIT2017.json with images in PATH/SPLIT2017/;
+    - a VOC year folder (PATH/ImageSets/Main/SPLIT.txt) or a VOCdevkit holding VOC2007;
+    - a COCO JSON file itself, images in a folder named like the split next to it.
+    """
+    p = Path(path)
+    if p.is_file() and p.suffix == ".json":
+        return load_coco(p, p.parent.parent / split if p.parent.name == "annotations" else p.parent)
+    if not p.exists():
+        raise MfssdError(f"dataset not found: {p}")
+    for ann, imgs in (
+        (p / "annotations" / f"{split}.json", p / split),
+        (p / "annotations" / f"instances_{split}2017.json", p / f"{split}2017"),
+    ):
+        if ann.is_file():
+            return load_coco(ann, imgs)
+    if (p / "ImageSets" / "Main").is_dir():
+        return load_voc(p, split)
+    if (p / "VOC2007" / "ImageSets" / "Main").is_dir():
+        return load_voc(p / "VOC2007", split)
+    raise MfssdError(
+        f"no {split!r} annotations under {p}: expected annotations/{split}.json (COCO format), "
+        f"annotations/instances_{split}2017.json, or a VOC folder with ImageSets/Main/{split}.txt"
+    )

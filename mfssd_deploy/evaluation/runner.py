@@ -1,0 +1,153 @@
+"""Evaluate any detector callable on a Source: the same code scores .pt, .onnx and .engine models."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mfssd_deploy.data.sources import Source
+from mfssd_deploy.evaluation.voc import class_ap
+
+log = logging.getLogger("mfssd_deploy.eval")
+
+ImageDetections = tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]  # boxes xyxy px [n,4], scores [n], labels [n] 0-based
+Predictor = Callable[[list[np.ndarray]], Sequence[ImageDetections]]  # BGR uint8 images -> one result each
+EvalResult = dict[str, Any]
+
+
+def _batches(n: int, size: int) -> list[range]:
+    return [range(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def predict_source(
+    predict: Predictor,
+    source: Source,
+    batch_size: int = 8,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> dict[int, ImageDetections]:
+    from tqdm import tqdm
+
+    records = source.records[:max_images] if max_images else source.records
+    out: dict[int, ImageDetections] = {}
+    with tqdm(
+        total=len(records), desc=f"eval {source.name}", unit="img", disable=not progress, leave=False
+    ) as bar:
+        for idx in _batches(len(records), batch_size):
+            images, ids = [], []
+            for i in idx:
+                img = cv2.imread(str(records[i].path), cv2.IMREAD_COLOR)
+                if img is None:
+                    log.warning("unreadable image skipped in evaluation: %s", records[i].path)
+                    continue
+                images.append(img)
+                ids.append(records[i].image_id)
+            if images:
+                for image_id, det in zip(ids, predict(images), strict=True):
+                    out[image_id] = det
+            bar.update(len(idx))
+    return out
+
+
+def voc_metrics(
+    source: Source, detections: dict[int, ImageDetections], iou_thresh: float = 0.5
+) -> EvalResult:
+    records = [r for r in source.records if r.image_id in detections]
+    per_class: dict[str, dict[str, float]] = {}
+    for c, name in enumerate(source.class_names):
+        dets, gts = [], []
+        for r in records:
+            boxes, scores, labels = detections[r.image_id]
+            keep = labels == c
+            dets.append((boxes[keep], scores[keep]))
+            m = r.labels == c + 1
+            gts.append((r.boxes[m], r.difficult[m]))
+        ap07, ap, npos = class_ap(dets, gts, iou_thresh)
+        per_class[name] = {"ap07": ap07, "ap": ap, "n_gt": npos}
+    valid = [v for v in per_class.values() if not math.isnan(v["ap07"])]
+    return {
+        "voc07_map": float(np.mean([v["ap07"] for v in valid])) if valid else float("nan"),
+        "voc_map_all_point": float(np.mean([v["ap"] for v in valid])) if valid else float("nan"),
+        "per_class": per_class,
+    }
+
+
+def evaluate(
+    predict: Predictor,
+    source: Source,
+    *,
+    batch_size: int = 8,
+    max_images: int | None = None,
+    coco: bool = True,
+    progress: bool = True,
+) -> EvalResult:
+    """VOC07 11-point mAP (+ all-point) per class and overall; COCO AP family when `coco`."""
+    dets = predict_source(predict, source, batch_size, max_images, progress)
+    result = voc_metrics(source, dets)
+    if coco:
+        from mfssd_deploy.evaluation.coco import coco_metrics
+
+        result["coco"] = coco_metrics(source, dets)
+    result["images"] = len(dets)
+    return result
+
+
+def torch_predictor(
+    model: Any,
+    device: str = "cpu",
+    conf: float | None = None,
+    iou: float | None = None,
+    max_det: int | None = None,
+    channels_last: bool = False,
+) -> Predictor:
+    """A Predictor over a torch model (settings default to its config's NMS settings)."""
+    import torch
+
+    from mfssd_deploy.postprocess import postprocess
+    from mfssd_deploy.preprocess import preprocess_batch
+    from mfssd_deploy.priors import priors_tensor
+
+    cfg = model.config
+    priors = priors_tensor(cfg.priors, device)
+    nms = cfg.nms
+
+    @torch.inference_mode()
+    def predict(images: list[np.ndarray]) -> list[ImageDetections]:
+        x = torch.from_numpy(preprocess_batch(images, cfg.input_size, cfg.mean, cfg.std, cfg.color)).to(
+            device
+        )
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        was_training = model.training
+        model.eval()
+        loc, logits = model(x)
+        model.train(was_training)
+        dets = postprocess(
+            loc,
+            logits,
+            priors,
+            logits=True,
+            variances=cfg.priors.variances,
+            conf_thresh=nms.conf_thresh if conf is None else conf,
+            iou_thresh=nms.iou_thresh if iou is None else iou,
+            max_det=nms.max_det if max_det is None else max_det,
+            pre_nms_topk=nms.pre_nms_topk,
+        )
+        out = []
+        for img, (b, s, c) in zip(images, dets.to_list(), strict=True):
+            h, w = img.shape[:2]
+            scale = torch.tensor([w, h, w, h], dtype=b.dtype, device=b.device)
+            boxes = (b * scale).clamp(min=0)
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(max=w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(max=h)
+            out.append((boxes.cpu().numpy(), s.cpu().numpy(), c.cpu().numpy().astype(np.int64)))
+        return out
+
+    return predict

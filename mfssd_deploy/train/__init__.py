@@ -1,0 +1,1 @@
+"""Training: MultiBox loss, LR schedule, BN sparsity, the training loop and `mfssd-train`."""

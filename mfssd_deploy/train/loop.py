@@ -1,0 +1,334 @@
+"""The training loop: one script for CPU, one GPU, and several GPUs under torchrun (DDP)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from mfssd_deploy.boxes import match
+from mfssd_deploy.checkpoint import load_state, read_checkpoint, save_checkpoint
+from mfssd_deploy.config import ModelConfig, make_config
+from mfssd_deploy.data.sources import Source, open_source
+from mfssd_deploy.data.torch_dataset import DetectionDataset, collate
+from mfssd_deploy.data.transforms import train_transforms
+from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.fileio import atomic_path, sha256_file
+from mfssd_deploy.models import build_from_config
+from mfssd_deploy.priors import priors_tensor
+from mfssd_deploy.train.loss import multibox_loss
+from mfssd_deploy.train.schedule import PAPER_MILESTONES, PAPER_WARMUP, lr_factor
+from mfssd_deploy.train.sparsity import add_l1_subgradient
+
+log = logging.getLogger("mfssd_deploy.train")
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    out: str = "runs/train"
+    variant: str = "mfssd_bn"
+    width: float = 1.0
+    train_split: str = "train"
+    val_split: str | None = "val"
+    epochs: int = 24
+    batch: int = 16
+    lr: float | None = None  # default: the paper's 0.4 at batch 256, scaled linearly
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = PAPER_WARMUP
+    milestones: tuple[float, ...] = PAPER_MILESTONES
+    sparsity: float = 0.0
+    zoom_out: float = 4.0
+    workers: int = 2
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    channels_last: bool | None = None  # default: on for CPU
+    device: str = "auto"
+    resume: str | None = None
+    finetune: str | None = None
+    init_vgg: str | None = None
+    eval_every: int = 1
+    eval_images: int | None = None
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+    seed: int = 0
+    progress: bool = True
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend)
+    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resolve_device(opt: TrainOptions, d: Dist) -> torch.device:
+    name = opt.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise MfssdError("--device cuda but no CUDA device is visible; use --device cpu")
+        torch.cuda.set_device(d.local_rank)
+        return torch.device("cuda", d.local_rank)
+    return torch.device(name)
+
+
+def _amp_dtype(opt: TrainOptions, device: torch.device) -> torch.dtype | None:
+    mode = opt.amp
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        cpu_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        return torch.bfloat16 if cpu_bf16 else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def _model_and_config(
+    opt: TrainOptions, source: Source
+) -> tuple[nn.Module, ModelConfig, dict[str, Any] | None]:
+    """Fresh model from variant/width, or the structure + weights of --finetune / --resume."""
+    start = opt.finetune or opt.resume
+    if start:
+        ckpt = read_checkpoint(start)
+        cfg = ModelConfig.from_dict(ckpt["config"])
+        if cfg.num_classes != source.num_classes:
+            raise MfssdError(
+                f"{start} has {cfg.num_classes - 1} classes but the data has {source.num_classes - 1} "
+                f"({', '.join(source.class_names)}); train a fresh model for these classes"
+            )
+        model = build_from_config(cfg)
+        load_state(model, ckpt["state_dict"], source=start)
+        return model, cfg, ckpt
+    cfg = make_config(opt.variant, source.num_classes, source.class_names, opt.width)
+    model = build_from_config(cfg)
+    if opt.init_vgg:
+        from mfssd_deploy.pretrained import load_vgg16_imagenet
+
+        load_vgg16_imagenet(model, opt.init_vgg)
+    return model, cfg, None
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
+
+def train(opt: TrainOptions) -> dict[str, Any]:
+    """Train; writes OUT/last.pt (with optimizer state, for --resume), OUT/best.pt and OUT/log.jsonl."""
+    torch.manual_seed(opt.seed)
+    d = _setup_distributed(opt.device)
+    device = _resolve_device(opt, d)
+    train_src = open_source(opt.data, opt.train_split)
+    if not train_src.records:
+        raise MfssdError(f"no training images in {opt.data} split {opt.train_split!r}")
+    val_src = open_source(opt.data, opt.val_split) if opt.val_split else None
+    model, cfg, start_ckpt = _model_and_config(opt, train_src)
+    channels_last = opt.channels_last if opt.channels_last is not None else device.type == "cpu"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp_dtype = _amp_dtype(opt, device)
+
+    dataset = DetectionDataset(
+        train_src, train_transforms(cfg.input_size, cfg.mean, cfg.std, opt.zoom_out), cfg.color
+    )
+    per_rank_batch = max(1, opt.batch // d.world)
+    sampler = (
+        DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, seed=opt.seed, drop_last=True)
+        if d.world > 1
+        else RandomSampler(dataset, generator=torch.Generator().manual_seed(opt.seed))
+    )
+    loader = DataLoader(
+        dataset,
+        per_rank_batch,
+        sampler=sampler,
+        num_workers=opt.workers,
+        collate_fn=collate,
+        drop_last=True,
+        persistent_workers=opt.workers > 0,
+        pin_memory=device.type == "cuda",
+    )
+    if len(loader) == 0:
+        raise MfssdError(
+            f"{len(dataset)} training images is fewer than one batch of {per_rank_batch}; lower --batch"
+        )
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * opt.epochs
+    base_lr = opt.lr if opt.lr is not None else 0.4 * opt.batch / 256
+    optimizer = torch.optim.SGD(_param_groups(model, opt.weight_decay), lr=base_lr, momentum=opt.momentum)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
+
+    step, start_epoch, best_map = 0, 0, -1.0
+    history: list[dict[str, Any]] = []
+    if opt.resume and start_ckpt is not None:
+        state = start_ckpt.get("train_state")
+        if not isinstance(state, dict):
+            raise MfssdError(
+                f"{opt.resume} has no training state to resume from (use --finetune to start from it)"
+            )
+        optimizer.load_state_dict(state["optimizer"])
+        step, start_epoch, best_map = int(state["step"]), int(state["epoch"]), float(state["best_map"])
+        history = list(start_ckpt.get("meta", {}).get("history", []))
+
+    net: nn.Module = model
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.local_rank] if device.type == "cuda" else None
+        )
+    priors = priors_tensor(cfg.priors, device)
+    out = Path(opt.out)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    data_sha = sha256_file(train_src.coco_json) if train_src.coco_json else None
+    meta_base = {
+        "data": {"path": str(opt.data), "split": opt.train_split, "images": len(dataset), "sha256": data_sha},
+        "train_args": {k: v for k, v in asdict(opt).items() if k not in ("extra_meta",)},
+        **opt.extra_meta,
+    }
+    t_start = time.time()
+    stop = False
+    from tqdm import tqdm
+
+    for epoch in range(start_epoch, opt.epochs):
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        net.train()
+        sums = {"loss": 0.0, "loc": 0.0, "conf": 0.0}
+        seen, t_epoch = 0, time.time()
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{opt.epochs}", disable=not (opt.progress and d.main), leave=True
+        )
+        for images, targets in bar:
+            for g in optimizer.param_groups:
+                g["lr"] = base_lr * lr_factor(step, total_steps, opt.warmup, opt.milestones)
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            loc_t, conf_t = match(
+                [t["boxes"].to(device) for t in targets],
+                [t["labels"].to(device) for t in targets],
+                priors,
+                variances=cfg.priors.variances,
+            )
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loc, conf = net(images)
+            loss_l, loss_c = multibox_loss(loc, conf, loc_t, conf_t)
+            loss = loss_l + loss_c
+            if not torch.isfinite(loss):
+                raise MfssdError(f"loss became {loss.item()} at step {step}: lower --lr (now {base_lr:g})")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if opt.sparsity > 0:
+                scaler.unscale_(optimizer)
+                add_l1_subgradient(model, opt.sparsity)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            n = images.shape[0]
+            seen += n
+            for k, v in (("loss", loss), ("loc", loss_l), ("conf", loss_c)):
+                sums[k] += float(v.detach()) * n
+            rate = seen * d.world / max(time.time() - t_epoch, 1e-9)
+            bar.set_postfix(
+                loss=f"{sums['loss'] / seen:.3f}",
+                img_s=f"{rate:.1f}",
+                lr=f"{optimizer.param_groups[0]['lr']:.4g}",
+            )
+            if opt.max_steps is not None and step >= opt.max_steps:
+                stop = True
+                break
+        bar.close()
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": step,
+            **{k: v / max(seen, 1) for k, v in sums.items()},
+            "images_per_s": seen * d.world / max(time.time() - t_epoch, 1e-9),
+            "elapsed_s": time.time() - t_start,
+        }
+        last_epoch = stop or epoch + 1 == opt.epochs
+        if d.main and val_src is not None and ((epoch + 1) % max(1, opt.eval_every) == 0 or last_epoch):
+            from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
+
+            pred = torch_predictor(model, str(device), channels_last=channels_last)
+            res = evaluate(pred, val_src, max_images=opt.eval_images, progress=opt.progress)
+            record["val"] = {"voc07_map": res["voc07_map"], "coco": res.get("coco", {})}
+            log.info(
+                "epoch %d: val mAP@0.5 (VOC07) %.4f, COCO AP %.4f",
+                epoch + 1,
+                res["voc07_map"],
+                res.get("coco", {}).get("AP", float("nan")),
+            )
+        history.append(record)
+        if d.main:
+            _save(out, model, cfg, opt, optimizer, step, epoch + 1, history, meta_base, t_start, best_map)
+            vmap = record.get("val", {}).get("voc07_map", float("nan"))
+            if not math.isnan(vmap) and vmap > best_map:
+                best_map = vmap
+                meta = {
+                    **meta_base,
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "metrics": record.get("val", {}),
+                    "train_time_s": time.time() - t_start,
+                }
+                save_checkpoint(out / "best.pt", model, config=cfg, meta=meta)
+            with atomic_path(out / "log.jsonl") as tmp:
+                tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+        if stop:
+            break
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return {"history": history, "best_map": best_map, "out": str(out), "train_time_s": time.time() - t_start}
+
+
+def _save(
+    out: Path,
+    model: nn.Module,
+    cfg: ModelConfig,
+    opt: TrainOptions,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    epoch: int,
+    history: list[dict[str, Any]],
+    meta_base: dict[str, Any],
+    t_start: float,
+    best_map: float,
+) -> None:
+    """last.pt carries the optimizer state so --resume continues exactly; best.pt is weights only."""
+    meta = {
+        **meta_base,
+        "epoch": epoch,
+        "step": step,
+        "history": history,
+        "train_time_s": time.time() - t_start,
+    }
+    state = {"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch, "best_map": best_map}
+    save_checkpoint(out / "last.pt", model, config=cfg, meta=meta, extra={"train_state": state})
