@@ -78,15 +78,17 @@ FSSD_PRIORS = PriorSpec()
 
 @dataclass(frozen=True)
 class NMSConfig:
-    """Reference SSD post-processing settings. `pre_nms_topk` caps the candidates of each class in
-    each image before NMS, as the reference SSD code does (200 there): it bounds NMS time when a
-    weak model scores everything above 0.01, and TensorRT's NMS layer takes at most 5000
-    candidates (2000 on Jetson Nano/TX2)."""
+    """Reference SSD post-processing settings, plus `pre_nms_topk`: per image, only the best
+    pre_nms_topk (prior, class) scores above conf_thresh enter NMS. TensorRT's NMS layer does
+    exactly this with its TopK box limit (at most 5000; 2000 on Jetson Nano/TX2), so a cap of 2000
+    makes PyTorch, ONNX Runtime and every TensorRT target select the same candidates; it also bounds
+    NMS time when a weak model scores everything above 0.01 (the reference SSD code capped at 200
+    per class for the same reason)."""
 
     conf_thresh: float = 0.01
     iou_thresh: float = 0.45
     max_det: int = 200
-    pre_nms_topk: int = 1000
+    pre_nms_topk: int = 2000
 
 
 @dataclass(frozen=True)

@@ -39,16 +39,17 @@ def postprocess(
     conf_thresh: float = 0.01,
     iou_thresh: float = 0.45,
     max_det: int = 200,
-    pre_nms_topk: int | None = 1000,
+    pre_nms_topk: int | None = 2000,
     variances: Variances = (0.1, 0.2),
     logits: bool = False,
 ) -> PaddedDetections:
     """loc [B,P,4] offsets and scores [B,P,C] (class 0 = background; pass logits=True for raw conf)
     -> the top `max_det` detections per image after per-class NMS, padded.
 
-    Semantics of the reference SSD: for every foreground class keep scores > conf_thresh (at most
-    the `pre_nms_topk` best), NMS per class at iou_thresh (IoU > thresh suppresses), then the best
-    max_det per image over all classes.
+    Semantics of the reference SSD: for every foreground class keep scores > conf_thresh, NMS per
+    class at iou_thresh (IoU > thresh suppresses), then the best max_det per image over all classes.
+    Candidates are capped per image at the `pre_nms_topk` best (prior, class) scores, as TensorRT's
+    NMS layer and our end2end ONNX graph do (None: no cap).
     """
     if loc.ndim != 3 or scores.ndim != 3 or loc.shape[:2] != scores.shape[:2]:
         raise ValueError(
@@ -59,15 +60,17 @@ def postprocess(
     batch, _, num_classes = scores.shape
     device = loc.device
     boxes = decode(loc.float(), priors.to(device=device, dtype=torch.float32), variances)  # [B,P,4]
-    fg = scores[..., 1:].float().transpose(1, 2)  # [B,C-1,P]
-    if pre_nms_topk is not None and pre_nms_topk < fg.shape[2]:
-        top, top_idx = fg.topk(pre_nms_topk, dim=2)  # [B,C-1,K]
+    fg = scores[..., 1:].float().reshape(batch, -1)  # [B, P*(C-1)], (prior, class) pairs
+    if pre_nms_topk is not None and pre_nms_topk < fg.shape[1]:
+        top, flat_idx = fg.topk(pre_nms_topk, dim=1)  # [B,K], sorted
     else:
-        top, top_idx = fg, None
-    b_idx, c_idx, k_idx = torch.nonzero(top > conf_thresh, as_tuple=True)
-    p_idx = k_idx if top_idx is None else top_idx[b_idx, c_idx, k_idx]
+        top, flat_idx = fg, None
+    b_idx, k_idx = torch.nonzero(top > conf_thresh, as_tuple=True)
+    flat = k_idx if flat_idx is None else flat_idx[b_idx, k_idx]
+    p_idx = torch.div(flat, num_classes - 1, rounding_mode="floor")
+    c_idx = flat - p_idx * (num_classes - 1)
     cand_boxes = boxes[b_idx, p_idx]
-    cand_scores = top[b_idx, c_idx, k_idx]
+    cand_scores = top[b_idx, k_idx]
     group = b_idx * (num_classes - 1) + c_idx
     keep = batched_nms(cand_boxes, cand_scores, group, iou_thresh)  # sorted by score, descending
 

@@ -20,16 +20,20 @@ def iou_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def reference(loc, scores, priors, conf, iou, max_det, topk=None):  # type: ignore[no-untyped-def]
-    """Original SSD semantics: per image, per foreground class: the topk best scores above the
-    threshold, greedy NMS; then the top max_det overall."""
+    """Original SSD semantics: per image, per foreground class, threshold, greedy NMS; then the top
+    max_det overall. Candidates: the topk best (prior, class) scores of the image."""
     boxes_all = decode(loc, priors).numpy().astype(np.float64)
     out = []
     for b in range(loc.shape[0]):
+        fg = scores[b, :, 1:].numpy()
+        allowed = np.zeros(fg.shape, bool)
+        order = np.argsort(-fg.ravel(), kind="stable")[:topk]
+        allowed.ravel()[order] = True
         dets = []
         for c in range(1, scores.shape[2]):
             s = scores[b, :, c].numpy()
-            idx = np.argsort(-s, kind="stable")[:topk]
-            idx = idx[s[idx] > conf]
+            idx = np.nonzero((s > conf) & allowed[:, c - 1])[0]
+            idx = idx[np.argsort(-s[idx], kind="stable")]
             while idx.size:
                 i = idx[0]
                 dets.append((float(s[i]), c - 1, boxes_all[b, i]))

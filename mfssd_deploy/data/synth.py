@@ -23,16 +23,11 @@ import numpy as np
 from mfssd_deploy.fileio import atomic_path
 
 CLASSES: tuple[str, ...] = ("circle", "ring", "triangle", "square", "star", "cross")
-IMAGE_SIZES: tuple[tuple[int, int], ...] = (  # (width, height): several sizes and aspect ratios
-    (300, 300),
-    (320, 240),
-    (400, 300),
-    (300, 400),
-    (384, 384),
-    (448, 336),
-    (480, 360),
-    (360, 480),
-)
+# (width, height): several sizes and aspect ratios, none far above the 300 px network input, so a
+# small object stays small but visible after resizing.
+IMAGE_SIZES: tuple[tuple[int, int], ...] = (
+    (300, 300), (320, 240), (400, 300), (300, 400), (384, 384), (352, 288), (288, 352),
+)  # fmt: skip
 SIZE_MIX = {"small": 0.4, "medium": 0.35, "large": 0.25}  # fraction of objects per COCO size class
 SS = 4  # supersampling factor of the shape masks (anti-aliased edges)
 
@@ -40,7 +35,7 @@ SS = 4  # supersampling factor of the shape masks (anti-aliased edges)
 @dataclass(frozen=True)
 class SynthSpec:
     objects_per_image: tuple[int, int] = (3, 10)
-    small_side: tuple[float, float] = (14.0, 31.0)  # sqrt(box area) in original-image pixels
+    small_side: tuple[float, float] = (18.0, 31.0)  # sqrt(box area) in original-image pixels
     medium_side: tuple[float, float] = (32.0, 95.0)
     large_side: tuple[float, float] = (96.0, 200.0)
     max_overlap: float = 0.35  # max fraction of a new box covered by earlier boxes (partial occlusion)

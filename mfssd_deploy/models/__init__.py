@@ -13,6 +13,14 @@ from mfssd_deploy.models.ssd import SSD300
 _CLASSES: dict[str, type[nn.Module]] = {"ssd300": SSD300, "fssd": FSSD, "mfssd": MFSSD, "mfssd_bn": MFSSD}
 
 
+def config_of(model: nn.Module) -> ModelConfig:
+    """The ModelConfig a model was built from (every model of build_model carries one)."""
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"{type(model).__name__} was not built by build_model: it has no ModelConfig")
+    return cfg
+
+
 def build_from_config(config: ModelConfig) -> nn.Module:
     config.validate()
     model = _CLASSES[config.variant](config)
@@ -35,4 +43,4 @@ def build_model(
     return build_from_config(make_config(variant, num_classes, class_names, width, widths))
 
 
-__all__ = ["FSSD", "MFSSD", "SSD300", "build_from_config", "build_model"]
+__all__ = ["FSSD", "MFSSD", "SSD300", "build_from_config", "build_model", "config_of"]

@@ -1,0 +1,52 @@
+"""ONNX Runtime vs PyTorch on the same images: raw tensors and end2end detections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(2)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-12)
+
+
+def match_detections(
+    got: tuple[np.ndarray, ...], ref: tuple[np.ndarray, ...], iou_min: float = 0.99, score_tol: float = 1e-4
+) -> dict[str, Any]:
+    """Compare padded (num_dets, boxes, scores, classes) batches, order-insensitive within ties.
+
+    Each reference detection is paired with the unused detection of the same class and the highest
+    IoU. Returns counts per image, the worst IoU and score difference of the pairs, and `ok`.
+    """
+    g_n, g_b, g_s, g_c = got
+    r_n, r_b, r_s, r_c = ref
+    counts_got = [int(v) for v in np.asarray(g_n).reshape(-1)]
+    counts_ref = [int(v) for v in np.asarray(r_n).reshape(-1)]
+    worst_iou, worst_score, unmatched = 1.0, 0.0, 0
+    for i, (ng, nr) in enumerate(zip(counts_got, counts_ref, strict=True)):
+        gb, gs, gc = g_b[i, :ng], g_s[i, :ng], g_c[i, :ng]
+        used = np.zeros(ng, bool)
+        ious = box_iou_np(r_b[i, :nr].astype(np.float64), gb.astype(np.float64)) if ng and nr else None
+        for j in np.argsort(-r_s[i, :nr], kind="stable"):
+            cand = np.nonzero((gc == r_c[i, j]) & ~used)[0]
+            if ious is None or cand.size == 0:
+                unmatched += 1
+                continue
+            k = cand[np.argmax(ious[j, cand])]
+            used[k] = True
+            worst_iou = min(worst_iou, float(ious[j, k]))
+            worst_score = max(worst_score, float(abs(gs[k] - r_s[i, j])))
+    ok = counts_got == counts_ref and unmatched == 0 and worst_iou >= iou_min and worst_score <= score_tol
+    return {
+        "counts": counts_got,
+        "counts_ref": counts_ref,
+        "unmatched": unmatched,
+        "min_iou": worst_iou,
+        "max_score_diff": worst_score,
+        "ok": ok,
+    }

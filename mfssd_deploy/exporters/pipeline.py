@@ -1,0 +1,293 @@
+"""The export pipeline behind `mfssd-export --onnx`: every artifact checked before it is written.
+
+checkpoint -> raw ONNX (simplified) -> [INT8 Q/DQ | FP16] -> [end2end] -> metadata -> checker ->
+parity against PyTorch on real images -> atomic write. An FP32 artifact that fails parity is not
+written and the export fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnx
+
+from mfssd_deploy.config import ModelConfig, NMSConfig
+from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.fileio import atomic_path, sha256_file
+
+log = logging.getLogger("mfssd_deploy.export")
+# FP32 parity: max abs difference vs PyTorch of scores (in [0, 1]) and of loc, whose tolerance scales
+# with its magnitude beyond 1 (an untrained model's offsets reach hundreds; float32 rounding is relative).
+RAW_TOL = 1e-4
+
+
+@dataclass
+class ExportRequest:
+    model: Path
+    out_dir: Path = Path("export")
+    name: str | None = None
+    opset: int = 17
+    layouts: tuple[str, ...] = ("raw", "end2end")
+    conf: float | None = None
+    iou: float | None = None
+    max_det: int | None = None
+    pre_nms_topk: int | None = None
+    fp32: bool = True
+    int8: bool = False
+    calib: Path | None = None
+    calib_num: int = 200
+    calib_method: str = "minmax"
+    keep_fp32: tuple[str, ...] = ()
+    fp16: bool = False
+    val: Path | None = None
+    val_split: str = "val"
+    val_images: int | None = None
+    parity_images: Sequence[Path] = field(default_factory=list)
+    simplify: bool = True
+
+
+def _read_images(paths: Sequence[Path]) -> list[np.ndarray]:
+    images = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise MfssdError(f"parity image is not a readable image: {p}")
+        images.append(img)
+    if not images:
+        raise MfssdError("no parity images: pass --parity-images DIR")
+    return images
+
+
+def _session(model: onnx.ModelProto) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _nms_config(cfg: ModelConfig, req: ExportRequest) -> ModelConfig:
+    n = cfg.nms
+    nms = NMSConfig(
+        conf_thresh=n.conf_thresh if req.conf is None else req.conf,
+        iou_thresh=n.iou_thresh if req.iou is None else req.iou,
+        max_det=n.max_det if req.max_det is None else req.max_det,
+        pre_nms_topk=n.pre_nms_topk if req.pre_nms_topk is None else req.pre_nms_topk,
+    )
+    if not (0 <= nms.conf_thresh < 1 and 0 < nms.iou_thresh <= 1 and 0 < nms.max_det <= nms.pre_nms_topk):
+        raise MfssdError(
+            f"invalid NMS settings {nms}: need 0 <= conf < 1, 0 < iou <= 1, 0 < max_det <= pre_nms_topk"
+        )
+    if nms.pre_nms_topk >= 3840:
+        raise MfssdError(f"--pre-nms-topk {nms.pre_nms_topk}: TensorRT's TopK needs K < 3840")
+    return replace(cfg, nms=nms)
+
+
+def run_export(req: ExportRequest) -> dict[str, Any]:
+    """Write the requested ONNX artifacts; returns the report (paths, sizes, parity, accuracy)."""
+    import torch
+
+    from mfssd_deploy.checkpoint import load_model
+    from mfssd_deploy.exporters import onnx_export as ox
+    from mfssd_deploy.models import config_of
+    from mfssd_deploy.postprocess import postprocess
+    from mfssd_deploy.preprocess import preprocess_batch
+    from mfssd_deploy.priors import priors_tensor
+
+    t0 = time.time()
+    model = load_model(req.model)
+    cfg = _nms_config(config_of(model), req)
+    name = req.name or req.model.stem
+    sha = sha256_file(req.model)
+    raw = ox.export_raw(model, req.opset)
+    if req.simplify:
+        raw = ox.simplify(raw)
+
+    images = _read_images(req.parity_images)
+    x = preprocess_batch(images, cfg.input_size, cfg.mean, cfg.std, cfg.color)
+    with torch.inference_mode():
+        loc_t, conf_t = model(torch.from_numpy(x))
+        scores_t = conf_t.softmax(-1)
+        n = cfg.nms
+        ref = postprocess(
+            loc_t,
+            scores_t,
+            priors_tensor(cfg.priors),
+            conf_thresh=n.conf_thresh,
+            iou_thresh=n.iou_thresh,
+            max_det=n.max_det,
+            pre_nms_topk=n.pre_nms_topk,
+            variances=cfg.priors.variances,
+        )
+    ref_np = tuple(t.numpy() for t in ref)
+
+    variants: list[tuple[str, onnx.ModelProto]] = []
+    if req.fp32:
+        variants.append(("fp32", raw))
+    calib_cache = None
+    if req.int8:
+        from mfssd_deploy.exporters.quantize import list_images, quantize_int8
+
+        if req.calib is None:
+            raise MfssdError("--int8 needs calibration images: --calib DIR")
+        files = list_images(req.calib, req.calib_num)
+        calib_cache = req.out_dir / f"{name}.int8.calib.json"
+        req.out_dir.mkdir(parents=True, exist_ok=True)
+        log.info("INT8: calibrating on %d images from %s (%s)", len(files), req.calib, req.calib_method)
+        q = quantize_int8(
+            raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, cache_path=calib_cache
+        )
+        variants.append(("int8-qdq", q))
+    if req.fp16:
+        from mfssd_deploy.exporters.fp16 import to_fp16
+
+        variants.append(("fp16", to_fp16(raw)))
+
+    artifacts = []
+    for precision, base in variants:
+        for layout in req.layouts:
+            proto = base if layout == "raw" else ox.to_end2end(base, cfg)
+            suffix = {"fp32": "", "int8-qdq": ".int8", "fp16": ".fp16"}[precision]
+            path = req.out_dir / f"{name}{suffix}{'.end2end' if layout == 'end2end' else ''}.onnx"
+            meta = ox.make_metadata(
+                cfg,
+                layout,
+                precision,
+                sha,
+                opset=req.opset,
+                calibration=_calib_meta(req) if precision == "int8-qdq" else None,
+            )
+            ox.set_metadata(proto, meta)
+            ox.check(proto)
+            outputs = _session(proto).run(None, {"images": x})
+            parity = _parity(layout, outputs, loc_t.numpy(), scores_t.numpy(), ref_np)
+            if precision == "fp32" and not parity["ok"]:
+                raise MfssdError(
+                    f"parity failed for {path.name}: {_parity_line(parity)}; the file was not written"
+                )
+            with atomic_path(path) as tmp:
+                onnx.save(proto, tmp)
+            artifacts.append(
+                {
+                    "path": str(path),
+                    "layout": layout,
+                    "precision": precision,
+                    "size_mb": os.path.getsize(path) / 2**20,
+                    "parity": parity,
+                }
+            )
+    report: dict[str, Any] = {
+        "model": str(req.model),
+        "name": name,
+        "opset": req.opset,
+        "artifacts": artifacts,
+        "parity_images": len(images),
+        "nms": cfg.to_dict()["nms"],
+    }
+    if calib_cache is not None:
+        report["calibration_cache"] = str(calib_cache)
+    if req.val is not None:
+        report["accuracy"] = _accuracy(req, artifacts)
+    report["seconds"] = time.time() - t0
+    return report
+
+
+def _calib_meta(req: ExportRequest) -> dict[str, Any]:
+    return {"method": req.calib_method, "images": req.calib_num, "keep_fp32": list(req.keep_fp32)}
+
+
+def _parity(
+    layout: str, outputs: list[np.ndarray], loc: np.ndarray, scores: np.ndarray, ref: tuple[np.ndarray, ...]
+) -> dict[str, Any]:
+    from mfssd_deploy.exporters.parity import match_detections
+
+    if layout == "raw":
+        d_loc = float(np.abs(outputs[0] - loc).max())
+        d_scores = float(np.abs(outputs[1] - scores).max())
+        loc_tol = RAW_TOL * max(1.0, float(np.abs(loc).max()))
+        return {
+            "loc_max_abs": d_loc,
+            "scores_max_abs": d_scores,
+            "loc_tolerance": loc_tol,
+            "scores_tolerance": RAW_TOL,
+            "ok": d_loc <= loc_tol and d_scores <= RAW_TOL,
+        }
+    return match_detections(tuple(outputs), ref)
+
+
+def _parity_line(p: dict[str, Any]) -> str:
+    if "loc_max_abs" in p:
+        return (
+            f"max |d loc| {p['loc_max_abs']:.2e} (tol {p['loc_tolerance']:.0e}), "
+            f"max |d scores| {p['scores_max_abs']:.2e} (tol {p['scores_tolerance']:.0e})"
+        )
+    same = sum(a == b for a, b in zip(p["counts"], p["counts_ref"], strict=True))
+    return (
+        f"same detection count in {same}/{len(p['counts'])} images ({sum(p['counts'])} vs "
+        f"{sum(p['counts_ref'])} in all), unmatched {p['unmatched']}, min IoU {p['min_iou']:.4f}, "
+        f"max |d score| {p['max_score_diff']:.2e}"
+    )
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"| artifact | layout | precision | size MB | parity vs PyTorch ({report['parity_images']} images) |",
+        "|---|---|---|---:|---|",
+    ]
+    for a in report["artifacts"]:
+        p = a["parity"]
+        status = (
+            "ok"
+            if p["ok"]
+            else ("differs (expected for reduced precision)" if a["precision"] != "fp32" else "FAIL")
+        )
+        lines.append(
+            f"| {Path(a['path']).name} | {a['layout']} | {a['precision']} | {a['size_mb']:.2f} | "
+            f"{_parity_line(p)}: {status} |"
+        )
+    acc = report.get("accuracy")
+    if acc:
+        for key, r in acc["results"].items():
+            lines.append(
+                f"{key}: mAP@0.5 (VOC07) {r['voc07_map']:.4f}, COCO AP {r['coco']['AP']:.4f}, "
+                f"APs {r['coco']['APs']:.4f}"
+            )
+        if "int8_map_drop_points" in acc:
+            d = acc["int8_map_drop_points"]
+            verdict = "within" if d <= 0.5 else "OUTSIDE"
+            lines.append(f"INT8 mAP@0.5 drop: {d:+.2f} points ({verdict} the 0.5-point budget)")
+    return "\n".join(lines)
+
+
+def _accuracy(req: ExportRequest, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+    """mAP of the end2end (else raw) artifact of each precision through the same evaluation code."""
+    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.evaluation.runner import evaluate, onnx_predictor
+
+    assert req.val is not None
+    source = open_source(req.val, req.val_split)
+    chosen: dict[str, dict[str, Any]] = {}
+    for a in artifacts:
+        if a["precision"] not in chosen or a["layout"] == "end2end":
+            chosen[a["precision"]] = a
+    results = {}
+    for precision, a in chosen.items():
+        res = evaluate(onnx_predictor(a["path"]), source, max_images=req.val_images)
+        results[f"{Path(a['path']).name}"] = {
+            "voc07_map": res["voc07_map"],
+            "coco": res["coco"],
+            "precision": precision,
+        }
+    out: dict[str, Any] = {"data": str(req.val), "split": req.val_split, "results": results}
+    by_prec = {v["precision"]: v["voc07_map"] for v in results.values()}
+    if "fp32" in by_prec and "int8-qdq" in by_prec:
+        out["int8_map_drop_points"] = 100 * (by_prec["fp32"] - by_prec["int8-qdq"])
+    return out
