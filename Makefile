@@ -11,13 +11,14 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile tools/patch_tensorrt_stubs.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[dev]'
 	# tensorrt-stubs declares the real tensorrt wheel as a dependency, which only NVIDIA's index serves.
 	$(PY) -m pip install -q --no-deps tensorrt-stubs
+	$(PY) tools/patch_tensorrt_stubs.py
 	touch $(STAMP)
 
 demo: $(STAMP)

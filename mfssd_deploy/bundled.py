@@ -15,9 +15,7 @@ SAMPLES = ASSETS / "samples"
 def demo_model() -> Path:
     """The bundled demo checkpoint: the default of every command that takes a model."""
     if not DEMO_MODEL.is_file():
-        raise MfssdError(
-            f"the bundled demo model is missing ({DEMO_MODEL}); reinstall mfssd-deploy or pass --model"
-        )
+        raise MfssdError(f"the bundled demo model is missing ({DEMO_MODEL}); reinstall mfssd-deploy or pass --model")
     return DEMO_MODEL
 
 

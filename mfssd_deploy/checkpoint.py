@@ -53,9 +53,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint dict, validated; a one-line MfssdError for anything that is not one."""
     p = Path(path)
     if not p.is_file():
-        raise MfssdError(
-            f"checkpoint not found: {p} (check the path, or omit --model for the bundled demo model)"
-        )
+        raise MfssdError(f"checkpoint not found: {p} (check the path, or omit --model for the bundled demo model)")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -101,9 +99,7 @@ def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: st
             )
     unexpected = sorted(set(state_dict) - set(own))
     if unexpected:
-        raise MfssdError(
-            f"{source} has layer {unexpected[0]} that the model lacks: it is for another model variant"
-        )
+        raise MfssdError(f"{source} has layer {unexpected[0]} that the model lacks: it is for another model variant")
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -157,8 +157,7 @@ class ModelConfig:
         extra = set(self.widths) - set(BASE_WIDTHS[self.variant])
         if missing or extra:
             raise MfssdError(
-                f"widths for {self.variant} do not match its layers: missing {sorted(missing)}, "
-                f"unknown {sorted(extra)}"
+                f"widths for {self.variant} do not match its layers: missing {sorted(missing)}, unknown {sorted(extra)}"
             )
         bad = {k: v for k, v in self.widths.items() if v < 1}
         if bad:

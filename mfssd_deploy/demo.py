@@ -24,9 +24,7 @@ def model_table(num_classes: int = 21) -> list[dict[str, object]]:
     ):
         c = measure(build_model(variant, num_classes))
         priors = make_config(variant, num_classes).priors.num_priors
-        rows.append(
-            {"model": label, "params": c.params, "size_mb": c.size_mb, "gmacs": c.gmacs, "priors": priors}
-        )
+        rows.append({"model": label, "params": c.params, "size_mb": c.size_mb, "gmacs": c.gmacs, "priors": priors})
     return rows
 
 

@@ -20,8 +20,7 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtraError(
-            f"{purpose} needs {module.split('.')[0]}, which is not installed: "
-            f'pip install "mfssd-deploy[{extra}]"'
+            f'{purpose} needs {module.split(".")[0]}, which is not installed: pip install "mfssd-deploy[{extra}]"'
         ) from exc
 
 

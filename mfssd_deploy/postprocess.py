@@ -52,9 +52,7 @@ def postprocess(
     NMS layer and our end2end ONNX graph do (None: no cap).
     """
     if loc.ndim != 3 or scores.ndim != 3 or loc.shape[:2] != scores.shape[:2]:
-        raise ValueError(
-            f"expected loc [B,P,4] and scores [B,P,C], got {tuple(loc.shape)}, {tuple(scores.shape)}"
-        )
+        raise ValueError(f"expected loc [B,P,4] and scores [B,P,C], got {tuple(loc.shape)}, {tuple(scores.shape)}")
     if logits:
         scores = scores.float().softmax(dim=-1)
     batch, _, num_classes = scores.shape

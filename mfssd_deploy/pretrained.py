@@ -38,9 +38,7 @@ def load_vgg16_imagenet(model: nn.Module, path: str | os.PathLike[str]) -> list[
         sd = sd["state_dict"]
     convs = _torchvision_convs(sd) if isinstance(sd, dict) else []
     if len(convs) != len(VGG_CONVS):
-        raise MfssdError(
-            f"{p} is not a torchvision VGG16 state_dict: found {len(convs)} convs in features, need 13"
-        )
+        raise MfssdError(f"{p} is not a torchvision VGG16 state_dict: found {len(convs)} convs in features, need 13")
     backbone = model.backbone
     loaded = []
     with torch.no_grad():
@@ -63,9 +61,7 @@ def load_vgg16_imagenet(model: nn.Module, path: str | os.PathLike[str]) -> list[
                 if has_bn:
                     block.bn.weight.copy_(gamma)
                     block.bn.bias.copy_(beta)
-                    block.bn.running_mean.copy_(
-                        mean - b
-                    )  # BN(conv(x) + b) with mean m == BN'(conv(x)), m' = m - b
+                    block.bn.running_mean.copy_(mean - b)  # BN(conv(x) + b) with mean m == BN'(conv(x)), m' = m - b
                     block.bn.running_var.copy_(var)
                 else:  # identity BN that adds the bias: (y + b - 0) / sqrt(var + eps) with var + eps = 1
                     block.bn.weight.fill_(1.0)

@@ -50,15 +50,11 @@ def raw(model: torch.nn.Module) -> onnx.ModelProto:
 
 
 def run(proto: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
-    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"images": x}
-    )
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": x})
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_raw_matches_pytorch_with_dynamic_batch(
-    model: torch.nn.Module, raw: onnx.ModelProto, batch: int
-) -> None:
+def test_raw_matches_pytorch_with_dynamic_batch(model: torch.nn.Module, raw: onnx.ModelProto, batch: int) -> None:
     x = torch.randn(batch, 3, 300, 300)
     loc, scores = run(raw, x.numpy())
     with torch.no_grad():
@@ -80,9 +76,7 @@ def test_raw_matches_pytorch_with_dynamic_batch(
         NMSConfig(0.5, 0.45, 200, 2000),
     ],
 )
-def test_end2end_equals_torch_postprocess(
-    model: torch.nn.Module, raw: onnx.ModelProto, nms: NMSConfig
-) -> None:
+def test_end2end_equals_torch_postprocess(model: torch.nn.Module, raw: onnx.ModelProto, nms: NMSConfig) -> None:
     from dataclasses import replace
 
     cfg = replace(model.config, nms=nms)
@@ -112,9 +106,7 @@ def test_end2end_with_no_detection(model: torch.nn.Module, raw: onnx.ModelProto)
     from dataclasses import replace
 
     e2e = ox.to_end2end(raw, replace(model.config, nms=NMSConfig(conf_thresh=0.999)))
-    num, boxes, scores, classes = run(
-        e2e, np.random.default_rng(0).normal(size=(2, 3, 300, 300)).astype(np.float32)
-    )
+    num, boxes, scores, classes = run(e2e, np.random.default_rng(0).normal(size=(2, 3, 300, 300)).astype(np.float32))
     assert num.tolist() == [[0], [0]] and not boxes.any() and not scores.any() and not classes.any()
 
 

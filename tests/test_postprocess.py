@@ -44,9 +44,7 @@ def reference(loc, scores, priors, conf, iou, max_det, topk=None):  # type: igno
     return out
 
 
-def random_inputs(
-    seed: int, batch: int, priors_n: int, classes: int, temp: float
-) -> tuple[torch.Tensor, ...]:
+def random_inputs(seed: int, batch: int, priors_n: int, classes: int, temp: float) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     cxcy = torch.rand(priors_n, 2, generator=g)
     wh = torch.rand(priors_n, 2, generator=g) * 0.4 + 0.02
@@ -87,9 +85,7 @@ def assert_same(got, ref, atol: float = 1e-5) -> None:  # type: ignore[no-untype
 )
 def test_equals_reference_loop(seed, batch, priors_n, classes, temp, conf, iou, max_det, topk) -> None:  # type: ignore[no-untyped-def]
     loc, scores, priors = random_inputs(seed, batch, priors_n, classes, temp)
-    got = postprocess(
-        loc, scores, priors, conf_thresh=conf, iou_thresh=iou, max_det=max_det, pre_nms_topk=topk
-    )
+    got = postprocess(loc, scores, priors, conf_thresh=conf, iou_thresh=iou, max_det=max_det, pre_nms_topk=topk)
     assert got.boxes.shape == (batch, max_det, 4) and got.num_dets.dtype == torch.int32
     assert_same(got, reference(loc, scores, priors, conf, iou, max_det, topk))
 

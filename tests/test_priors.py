@@ -51,9 +51,7 @@ def test_hand_computed_first_and_last_priors() -> None:
     np.testing.assert_allclose(p[2], [c, c, 0.1 * np.sqrt(2), 0.1 / np.sqrt(2)], atol=1e-7)
     # Last level: one location at the centre, s = 264/300; the ar-2 boxes clip at 1.
     np.testing.assert_allclose(p[-4], [0.5, 0.5, 0.88, 0.88], atol=1e-7)
-    np.testing.assert_allclose(
-        p[-1], [0.5, 0.5, min(1, 0.88 / np.sqrt(2)), min(1, 0.88 * np.sqrt(2))], atol=1e-7
-    )
+    np.testing.assert_allclose(p[-1], [0.5, 0.5, min(1, 0.88 / np.sqrt(2)), min(1, 0.88 * np.sqrt(2))], atol=1e-7)
 
 
 def test_priors_are_read_only_and_torch_view_matches() -> None:

@@ -49,9 +49,7 @@ def write_coco(root: Path) -> Path:
     return root
 
 
-def test_coco_malformed_are_reported_skipped_counted(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_coco_malformed_are_reported_skipped_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = write_coco(tmp_path)
     with caplog.at_level(logging.WARNING, "mfssd_deploy.data"):
         src = open_source(root, "val")
@@ -65,9 +63,7 @@ def test_coco_malformed_are_reported_skipped_counted(
     a, b = src.records
     np.testing.assert_allclose(a.boxes, [[10, 10, 60, 50]])
     assert a.labels.tolist() == [2]  # cat is the second category -> label 2
-    np.testing.assert_allclose(
-        b.boxes, [[100, 20, 199.6, 100]], rtol=1e-6
-    )  # within 1 px of the edge: clipped
+    np.testing.assert_allclose(b.boxes, [[100, 20, 199.6, 100]], rtol=1e-6)  # within 1 px of the edge: clipped
 
 
 def write_voc(root: Path) -> Path:

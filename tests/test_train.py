@@ -110,9 +110,7 @@ def test_short_training_lowers_loss_and_checkpoints_reload(tiny_run: tuple[Path,
     assert (out / "log.jsonl").read_text().count("\n") == 6
 
 
-def test_resume_continues_the_step_count(
-    tiny_run: tuple[Path, dict], tiny_data: Path, tmp_path: Path
-) -> None:
+def test_resume_continues_the_step_count(tiny_run: tuple[Path, dict], tiny_data: Path, tmp_path: Path) -> None:
     out, _ = tiny_run
     summary = train(
         TrainOptions(
@@ -163,10 +161,7 @@ def test_eval_cli_writes_contract_json(
     out, _ = tiny_run
     js = tmp_path / "eval.json"
     assert (
-        eval_main(
-            ["--model", str(out / "best.pt"), "--data", str(tiny_data), "--json", str(js), "--no-progress"]
-        )
-        == 0
+        eval_main(["--model", str(out / "best.pt"), "--data", str(tiny_data), "--json", str(js), "--no-progress"]) == 0
     )
     res = json.loads(js.read_text())
     assert set(res) >= {"voc07_map", "coco", "per_class"}

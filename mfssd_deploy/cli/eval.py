@@ -26,15 +26,12 @@ def format_result(res: dict[str, Any]) -> str:
     if "coco" in res:
         c = res["coco"]
         lines.append(
-            "COCO: "
-            + "  ".join(f"{k} {c[k]:.4f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"))
+            "COCO: " + "  ".join(f"{k} {c[k]:.4f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"))
         )
     return "\n".join(lines)
 
 
-def predictor_for(
-    model_path: Path, device: str, conf: float | None, iou: float | None, max_det: int | None
-) -> Any:
+def predictor_for(model_path: Path, device: str, conf: float | None, iou: float | None, max_det: int | None) -> Any:
     if model_path.suffix == ".pt":
         from mfssd_deploy.checkpoint import load_model
         from mfssd_deploy.evaluation.runner import torch_predictor
@@ -49,18 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="mfssd-eval", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     ap.add_argument("--model", help="checkpoint (default: the bundled demo model)")
-    ap.add_argument(
-        "--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)"
-    )
+    ap.add_argument("--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)")
     ap.add_argument("--split", default="val")
     ap.add_argument("--json", help="write the result (contract: voc07_map, coco, per_class) to this file")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
     ap.add_argument("--conf", type=float, default=None, help="score threshold (default: the model's, 0.01)")
     ap.add_argument("--iou", type=float, default=None, help="NMS IoU (default: the model's, 0.45)")
-    ap.add_argument(
-        "--max-det", type=int, default=None, help="detections per image (default: the model's, 200)"
-    )
+    ap.add_argument("--max-det", type=int, default=None, help="detections per image (default: the model's, 200)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-coco", action="store_true", help="VOC metrics only (no pycocotools)")
     ap.add_argument("--no-progress", action="store_true")

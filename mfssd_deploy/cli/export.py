@@ -2,7 +2,8 @@
 
 Every ONNX artifact is checked (onnx.checker), simplified, tagged with its `mfssd` metadata and
 compared with PyTorch on real images before it is written; an FP32 artifact that disagrees is not
-written and the command fails.
+written and the command fails. Engines are built on the GPU that will run them: they are specific
+to the GPU and the TensorRT version. Where TensorRT is missing the ONNX files are still written.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.errors import MfssdError
@@ -21,40 +23,49 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mfssd-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--model", help="checkpoint (default: the bundled demo model)")
-    ap.add_argument(
-        "--onnx", action="store_true", help="write ONNX files (the default when nothing else is asked)"
-    )
+    ap.add_argument("--onnx", action="store_true", help="write ONNX files (always done: engines are built from them)")
     ap.add_argument("--out-dir", default="export", help="ONNX output folder (default: export/)")
     ap.add_argument("--name", help="file name stem (default: the checkpoint's)")
     lay = ap.add_mutually_exclusive_group()
     lay.add_argument("--end2end", action="store_true", help="only the end2end layout (NMS in the graph)")
     lay.add_argument("--raw", action="store_true", help="only the raw layout (loc, scores)")
-    ap.add_argument(
-        "--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.5/8.6 parse up to 17)"
-    )
+    ap.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.5/8.6 parse up to 17)")
     ap.add_argument("--conf", type=float, help="score threshold stored in the end2end graph (default 0.01)")
     ap.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.45)")
     ap.add_argument("--max-det", type=int, help="detections per image (default 200)")
-    ap.add_argument(
-        "--pre-nms-topk", type=int, help="candidates per image entering NMS (default 2000, < 3840)"
-    )
+    ap.add_argument("--pre-nms-topk", type=int, help="candidates per image entering NMS (default 2000, < 3840)")
     q = ap.add_argument_group("INT8 (Q/DQ through onnxruntime.quantization)")
     q.add_argument("--int8", action="store_true", help="also write the INT8 Q/DQ model(s)")
     q.add_argument("--calib", help="folder of calibration images (same pre-processing as inference)")
     q.add_argument("--calib-num", type=int, default=200, help="calibration images to use (default 200)")
     q.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
-    q.add_argument(
-        "--keep-fp32", default="", help="comma-separated node names kept in FP32; aliases first-conv, heads"
-    )
+    q.add_argument("--keep-fp32", default="", help="comma-separated node names kept in FP32; aliases first-conv, heads")
     q.add_argument("--val", help="dataset to report FP32 vs INT8 mAP on (same evaluation code as mfssd-eval)")
     q.add_argument("--val-split", default="val")
     q.add_argument("--val-images", type=int, help="evaluate on the first N images only")
-    ap.add_argument(
-        "--fp16", action="store_true", help="also write the FP16 ONNX (for TensorRT 11 strongly typed)"
-    )
+    ap.add_argument("--fp16", action="store_true", help="also write the FP16 ONNX (TensorRT 11 strongly typed)")
     ap.add_argument("--no-fp32", action="store_true", help="skip the FP32 artifacts (INT8/FP16 only)")
-    ap.add_argument(
-        "--parity-images", help="folder of images for the parity check (default: bundled samples)"
+    ap.add_argument("--parity-images", help="folder of images for the parity check (default: bundled samples)")
+    t = ap.add_argument_group("TensorRT")
+    t.add_argument("--trt", action="store_true", help="build TensorRT engines (on the GPU that will run them)")
+    t.add_argument(
+        "--precision",
+        default="fp16",
+        choices=["fp32", "fp16", "int8"],
+        help="engine precision (default fp16; on GTX 10xx Pascal use int8: FP16 is not faster there)",
+    )
+    t.add_argument("--batch", default="1,8,16", help="optimization profile MIN,OPT,MAX of the batch axis")
+    t.add_argument("--workspace", type=float, default=2.0, help="builder workspace in GiB (default 2)")
+    t.add_argument("--timing-cache", help="timing cache file, read and updated (default: ENGINES_DIR/timing.cache)")
+    t.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson Xavier/Orin), GPU fallback on")
+    t.add_argument("--engines-dir", default="engines", help="engine output folder (default: engines/)")
+    t.add_argument(
+        "--check-trt",
+        nargs="?",
+        const="all",
+        metavar="VERSION",
+        help="check the exported ONNX files against TensorRT VERSION's ONNX parser (8.5, 8.6, 10, 11; no "
+        "VERSION: all); exit 1 if any would not parse. --trt runs the same check for the installed version",
     )
     ap.add_argument("--json", help="write the export report to this file")
     return ap
@@ -72,13 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     parity = list_images(args.parity_images) if args.parity_images else sample_images()
     if not parity:
         raise MfssdError("no parity images: the bundled samples are missing; pass --parity-images DIR")
-    layouts = ("end2end",) if args.end2end else ("raw",) if args.raw else ("raw", "end2end")
+    if args.trt and args.precision == "int8" and not args.int8:
+        raise MfssdError("--trt --precision int8 builds from the Q/DQ model: add --int8 --calib DIR")
+    batch = _parse_batch(args.batch) if args.trt else None
     req = ExportRequest(
         model=model,
         out_dir=Path(args.out_dir),
         name=args.name,
         opset=args.opset,
-        layouts=layouts,
+        layouts=("end2end",) if args.end2end else ("raw",) if args.raw else ("raw", "end2end"),
         conf=args.conf,
         iou=args.iou,
         max_det=args.max_det,
@@ -89,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         calib_num=args.calib_num,
         calib_method=args.calib_method,
         keep_fp32=tuple(s for s in args.keep_fp32.split(",") if s),
-        fp16=args.fp16,
+        # TensorRT 11 builds FP16 from an FP16 ONNX (8.x/10.x from the FP32 one): write it too.
+        fp16=args.fp16 or (args.trt and args.precision == "fp16"),
         val=Path(args.val) if args.val else None,
         val_split=args.val_split,
         val_images=args.val_images,
@@ -99,9 +113,84 @@ def main(argv: list[str] | None = None) -> int:
         raise MfssdError("--no-fp32 leaves nothing to export: add --int8 or --fp16")
     report = run_export(req)
     print(format_report(report))
-    if args.json:
-        write_json(args.json, report)
-    return 0
+    code = 0
+    try:
+        if args.check_trt:
+            report["trt_check"] = check_artifacts(report["artifacts"], args.check_trt)
+            print(format_check(report["trt_check"]))
+            if any(v != "ok" for row in report["trt_check"].values() for v in row.values()):
+                code = 1
+        if args.trt:
+            assert batch is not None
+            report["engines"] = build_engines(report, args, batch)
+    finally:
+        if args.json:
+            write_json(args.json, report)
+    return code
+
+
+def _parse_batch(text: str) -> tuple[int, int, int]:
+    try:
+        lo, opt, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise MfssdError(f"--batch {text!r}: give MIN,OPT,MAX, e.g. 1,8,16") from None
+    if not 1 <= lo <= opt <= hi:
+        raise MfssdError(f"--batch {text}: need 1 <= MIN <= OPT <= MAX")
+    return lo, opt, hi
+
+
+def check_artifacts(artifacts: list[dict[str, Any]], version: str) -> dict[str, dict[str, str]]:
+    """For each artifact and TensorRT line: "ok" or the first problem (and how many more)."""
+    import onnx
+
+    from mfssd_deploy.exporters.trt_lint import lint, tables, version_line
+
+    versions = list(tables()) if version == "all" else [version_line(version)]
+    out: dict[str, dict[str, str]] = {}
+    for a in artifacts:
+        model = onnx.load(a["path"])
+        row = {}
+        for v in versions:
+            problems = lint(model, v)
+            row[v] = "ok" if not problems else f"{problems[0]} (+{len(problems) - 1} more)"
+        out[Path(a["path"]).name] = row
+    return out
+
+
+def format_check(check: dict[str, dict[str, str]]) -> str:
+    return "\n".join(
+        f"TensorRT {v} parser check, {name}: {verdict}" for name, row in check.items() for v, verdict in row.items()
+    )
+
+
+def build_engines(report: dict[str, Any], args: argparse.Namespace, batch: tuple[int, int, int]) -> list[dict]:
+    """One engine per exported layout at --precision; the ONNX files are already written."""
+    from mfssd_deploy.exporters.tensorrt_build import BuildRequest, build_engine, import_tensorrt
+
+    import_tensorrt()  # after the ONNX export: a missing TensorRT still leaves the ONNX files
+    source_key = {"fp32": "fp32", "int8-qdq": "int8", "fp16": "fp16"}
+    engines_dir = Path(args.engines_dir)
+    cache = Path(args.timing_cache) if args.timing_cache else engines_dir / "timing.cache"
+    built = []
+    for layout in sorted({a["layout"] for a in report["artifacts"]}):
+        onnx_files = {source_key[a["precision"]]: Path(a["path"]) for a in report["artifacts"] if a["layout"] == layout}
+        out = engines_dir / f"{report['name']}.{layout}.{args.precision}.engine"
+        request = BuildRequest(
+            onnx=onnx_files,
+            out=out,
+            precision=args.precision,
+            batch=batch,
+            workspace_gb=args.workspace,
+            timing_cache=cache,
+            dla_core=args.dla_core,
+        )
+        meta = build_engine(request)
+        print(
+            f"engine {out} ({args.precision}, TensorRT {meta['tensorrt_version']}, {meta['gpu_name']}, "
+            f"built in {meta['build_seconds']:.0f} s)"
+        )
+        built.append({"path": str(out), **{k: meta[k] for k in ("precision", "tensorrt_version", "gpu_name")}})
+    return built
 
 
 def entry() -> None:

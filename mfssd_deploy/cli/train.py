@@ -22,16 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--out", default="runs/train", help="folder for last.pt, best.pt and log.jsonl")
     ap.add_argument("--variant", default="mfssd_bn", choices=VARIANTS)
-    ap.add_argument(
-        "--width", type=float, default=1.0, help="channel width multiplier (0.25 = the demo model)"
-    )
+    ap.add_argument("--width", type=float, default=1.0, help="channel width multiplier (0.25 = the demo model)")
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--val-split", default="val", help="split evaluated during training ('' to skip)")
     ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--batch", type=int, default=16, help="global batch size")
-    ap.add_argument(
-        "--lr", type=float, default=None, help="base LR (default: the paper's 0.4 at batch 256, scaled)"
-    )
+    ap.add_argument("--lr", type=float, default=None, help="base LR (default: the paper's 0.4 at batch 256, scaled)")
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument(
         "--warmup-epochs",
@@ -53,9 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is on for CPU)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--resume", help="continue a run from its last.pt (model, optimizer, step)")
-    ap.add_argument(
-        "--finetune", help="start from a checkpoint's structure and weights (e.g. a pruned model)"
-    )
+    ap.add_argument("--finetune", help="start from a checkpoint's structure and weights (e.g. a pruned model)")
     ap.add_argument("--init-vgg", help="torchvision vgg16/vgg16_bn ImageNet state_dict file for the backbone")
     ap.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
     ap.add_argument("--eval-images", type=int, default=None, help="evaluate on the first N val images only")

@@ -47,9 +47,7 @@ class Source:
         return len(self.class_names) + 1
 
 
-def _check_box(
-    x1: float, y1: float, x2: float, y2: float, w: int, h: int
-) -> tuple[list[float] | None, str | None]:
+def _check_box(x1: float, y1: float, x2: float, y2: float, w: int, h: int) -> tuple[list[float] | None, str | None]:
     if not all(np.isfinite([x1, y1, x2, y2])):
         return None, "non-finite coordinates"
     if x2 <= x1 or y2 <= y1:
@@ -113,9 +111,7 @@ def load_coco(ann_file: str | os.PathLike[str], image_dir: str | os.PathLike[str
                 continue
             boxes.append(box)
             labels.append(cat_to_label[a["category_id"]])
-        records.append(
-            _record(img_root / im["file_name"], int(im["id"]), w, h, boxes, labels, [False] * len(labels))
-        )
+        records.append(_record(img_root / im["file_name"], int(im["id"]), w, h, boxes, labels, [False] * len(labels)))
     return Source(ann_path.stem, tuple(c["name"] for c in cats), records, skipped, coco_json=ann_path)
 
 
@@ -151,9 +147,7 @@ def load_voc(root: str | os.PathLike[str], split: str, class_names: tuple[str, .
             w = int(size.findtext("width"))  # type: ignore[union-attr,arg-type]
             h = int(size.findtext("height"))  # type: ignore[union-attr,arg-type]
         except (ET.ParseError, OSError, AttributeError, TypeError, ValueError) as exc:
-            _report(
-                skipped, xml_path.name, f"image {image_name}: unreadable annotation ({type(exc).__name__})"
-            )
+            _report(skipped, xml_path.name, f"image {image_name}: unreadable annotation ({type(exc).__name__})")
             continue
         boxes, labels, difficult = [], [], []
         for k, obj in enumerate(tree.iter("object")):
@@ -175,9 +169,7 @@ def load_voc(root: str | os.PathLike[str], split: str, class_names: tuple[str, .
             boxes.append(box)
             labels.append(index[name])
             difficult.append(obj.findtext("difficult", "0").strip() == "1")
-        records.append(
-            _record(root / "JPEGImages" / f"{image_name}.jpg", n + 1, w, h, boxes, labels, difficult)
-        )
+        records.append(_record(root / "JPEGImages" / f"{image_name}.jpg", n + 1, w, h, boxes, labels, difficult))
     return Source(f"{root.name}-{split}", tuple(class_names), records, skipped)
 
 

@@ -108,9 +108,7 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
             centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
             axes = (int(rng.integers(5, 60)), int(rng.integers(5, 60)))
             start = float(rng.uniform(0, 360))
-            cv2.ellipse(
-                img, centre, axes, 0.0, start, start + float(rng.uniform(30, 200)), colour, thick, cv2.LINE_AA
-            )
+            cv2.ellipse(img, centre, axes, 0.0, start, start + float(rng.uniform(30, 200)), colour, thick, cv2.LINE_AA)
     return img
 
 
@@ -143,10 +141,7 @@ def _draw(
     for k, c in enumerate(pts):
         poly = np.round((c + np.array([cx - ix1, cy - iy1])) * SS * 16).astype(np.int32)  # 4 fractional bits
         cv2.fillPoly(mask, [poly], 255 if k == 0 else 0, cv2.LINE_AA, shift=4)
-    alpha = (
-        cv2.resize(mask, (ix2 - ix1, iy2 - iy1), interpolation=cv2.INTER_AREA).astype(np.float32)[..., None]
-        / 255
-    )
+    alpha = cv2.resize(mask, (ix2 - ix1, iy2 - iy1), interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / 255
     patch = img[iy1:iy2, ix1:ix2].astype(np.float32)
     colour = _contrasting_colour(rng, patch)
     # Shading: a gentle gradient across the object so it is not a flat colour.
@@ -170,9 +165,7 @@ def _overlap_fraction(box: tuple[float, float, float, float], others: list[list[
     return worst
 
 
-def make_image(
-    seed: int, split: str, index: int, spec: SynthSpec = SynthSpec()
-) -> tuple[np.ndarray, list[dict]]:
+def make_image(seed: int, split: str, index: int, spec: SynthSpec = SynthSpec()) -> tuple[np.ndarray, list[dict]]:
     """One image (BGR uint8) and its annotations [{bbox: [x, y, w, h], category_id, size}]."""
     rng = np.random.default_rng([seed, {"train": 1, "val": 2, "test": 3}.get(split, 9), index])
     w, h = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
@@ -187,11 +180,7 @@ def make_image(
             side = min(float(rng.uniform(lo, hi)), 0.8 * min(w, h))
             aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
             kind = CLASSES[int(rng.integers(len(CLASSES)))]
-            angle = (
-                0.0
-                if kind in ("circle", "ring") and abs(aspect - 1) < 0.05
-                else float(rng.uniform(0, 2 * np.pi))
-            )
+            angle = 0.0 if kind in ("circle", "ring") and abs(aspect - 1) < 0.05 else float(rng.uniform(0, 2 * np.pi))
             # Size the unrotated shape so that its rotated tight box has roughly the sampled area.
             bw, bh = side * math.sqrt(aspect), side / math.sqrt(aspect)
             cx, cy = float(rng.uniform(0, w)), float(rng.uniform(0, h))
@@ -228,9 +217,7 @@ def make_image(
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (3, 3), float(rng.uniform(0.3, 1.0)))
     if rng.random() < 0.5:
-        img = np.clip(img.astype(np.float32) + rng.normal(0, rng.uniform(2, 8), img.shape), 0, 255).astype(
-            np.uint8
-        )
+        img = np.clip(img.astype(np.float32) + rng.normal(0, rng.uniform(2, 8), img.shape), 0, 255).astype(np.uint8)
     return img, anns
 
 

@@ -37,9 +37,7 @@ def _gt_dict(source: Source) -> dict[str, Any]:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
-def coco_metrics(
-    source: Source, detections: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]
-) -> dict[str, float]:
+def coco_metrics(source: Source, detections: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
     """detections: image_id -> (boxes xyxy px, scores, 0-based labels)."""
     coco_mod = require("pycocotools.coco", "train", "COCO evaluation")
     eval_mod = require("pycocotools.cocoeval", "train", "COCO evaluation")

@@ -15,9 +15,7 @@ from mfssd_deploy.evaluation.voc import class_ap
 
 log = logging.getLogger("mfssd_deploy.eval")
 
-ImageDetections = tuple[
-    np.ndarray, np.ndarray, np.ndarray
-]  # boxes xyxy px [n,4], scores [n], labels [n] 0-based
+ImageDetections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes xyxy px [n,4], scores [n], labels [n] 0-based
 Predictor = Callable[[list[np.ndarray]], Sequence[ImageDetections]]  # BGR uint8 images -> one result each
 EvalResult = dict[str, Any]
 
@@ -37,9 +35,7 @@ def predict_source(
 
     records = source.records[:max_images] if max_images else source.records
     out: dict[int, ImageDetections] = {}
-    with tqdm(
-        total=len(records), desc=f"eval {source.name}", unit="img", disable=not progress, leave=False
-    ) as bar:
+    with tqdm(total=len(records), desc=f"eval {source.name}", unit="img", disable=not progress, leave=False) as bar:
         for idx in _batches(len(records), batch_size):
             images, ids = [], []
             for i in idx:
@@ -56,9 +52,7 @@ def predict_source(
     return out
 
 
-def voc_metrics(
-    source: Source, detections: dict[int, ImageDetections], iou_thresh: float = 0.5
-) -> EvalResult:
+def voc_metrics(source: Source, detections: dict[int, ImageDetections], iou_thresh: float = 0.5) -> EvalResult:
     records = [r for r in source.records if r.image_id in detections]
     per_class: dict[str, dict[str, float]] = {}
     for c, name in enumerate(source.class_names):
@@ -120,9 +114,7 @@ def torch_predictor(
 
     @torch.inference_mode()
     def predict(images: list[np.ndarray]) -> list[ImageDetections]:
-        x = torch.from_numpy(preprocess_batch(images, cfg.input_size, cfg.mean, cfg.std, cfg.color)).to(
-            device
-        )
+        x = torch.from_numpy(preprocess_batch(images, cfg.input_size, cfg.mean, cfg.std, cfg.color)).to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         was_training = model.training

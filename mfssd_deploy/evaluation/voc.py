@@ -42,9 +42,7 @@ def class_pr(
     """One class. detections[i] = (boxes [n,4], scores [n]) of image i; ground_truth[i] = (boxes [m,4],
     difficult [m]). Returns the recall and precision curves and the number of non-difficult GTs."""
     npos = int(sum((~d.astype(bool)).sum() for _, d in ground_truth))
-    img_idx = np.concatenate(
-        [np.full(len(s), i) for i, (_, s) in enumerate(detections)] + [np.zeros(0)]
-    ).astype(int)
+    img_idx = np.concatenate([np.full(len(s), i) for i, (_, s) in enumerate(detections)] + [np.zeros(0)]).astype(int)
     scores = np.concatenate([s for _, s in detections] + [np.zeros(0)]).astype(np.float64)
     boxes = np.concatenate([b.reshape(-1, 4) for b, _ in detections] + [np.zeros((0, 4))]).astype(np.float64)
     order = np.argsort(-scores, kind="stable")

@@ -83,13 +83,9 @@ def append_end2end(
     loc_xy = b.one("Slice", [loc_name, i64(0), i64(2), i64(2)], "loc_xy")
     loc_wh = b.one("Slice", [loc_name, i64(2), i64(4), i64(2)], "loc_wh")
     cxcy = b.one("Add", [p_cxcy, b.one("Mul", [loc_xy, p_wh_v0])], "cxcy")
-    wh = b.one(
-        "Mul", [p_wh, b.one("Exp", [b.one("Mul", [loc_wh, b.const(np.array(variances[1], f32), "v1")])])]
-    )
+    wh = b.one("Mul", [p_wh, b.one("Exp", [b.one("Mul", [loc_wh, b.const(np.array(variances[1], f32), "v1")])])])
     half = b.one("Mul", [wh, b.const(np.array(0.5, f32), "half")])
-    boxes = b.one(
-        "Concat", [b.one("Sub", [cxcy, half]), b.one("Add", [cxcy, half])], "boxes", axis=2
-    )  # [B,P,4]
+    boxes = b.one("Concat", [b.one("Sub", [cxcy, half]), b.one("Add", [cxcy, half])], "boxes", axis=2)  # [B,P,4]
 
     # Candidates: the best K (prior, class) pairs of each image, over foreground classes.
     fg_scores = b.one("Slice", [scores_name, i64(1), i64(num_classes), i64(2)], "fg_scores")  # [B,P,C-1]

@@ -39,9 +39,7 @@ class _RawOutputs(nn.Module):
 def export_raw(model: nn.Module, opset: int = 17) -> onnx.ModelProto:
     """Trace with the TorchScript exporter (dynamo=False): a plain static graph, batch axis dynamic."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise MfssdError(
-            f"--opset {opset} is out of range: use {MIN_OPSET}..{MAX_OPSET} (TensorRT 8.5/8.6 need <= 17)"
-        )
+        raise MfssdError(f"--opset {opset} is out of range: use {MIN_OPSET}..{MAX_OPSET} (TensorRT 8.5/8.6 need <= 17)")
     cfg = config_of(model)
     wrapper = _RawOutputs(model).eval()
     x = torch.zeros(1, 3, cfg.input_size, cfg.input_size)

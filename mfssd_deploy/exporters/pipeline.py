@@ -83,9 +83,7 @@ def _nms_config(cfg: ModelConfig, req: ExportRequest) -> ModelConfig:
         pre_nms_topk=n.pre_nms_topk if req.pre_nms_topk is None else req.pre_nms_topk,
     )
     if not (0 <= nms.conf_thresh < 1 and 0 < nms.iou_thresh <= 1 and 0 < nms.max_det <= nms.pre_nms_topk):
-        raise MfssdError(
-            f"invalid NMS settings {nms}: need 0 <= conf < 1, 0 < iou <= 1, 0 < max_det <= pre_nms_topk"
-        )
+        raise MfssdError(f"invalid NMS settings {nms}: need 0 <= conf < 1, 0 < iou <= 1, 0 < max_det <= pre_nms_topk")
     if nms.pre_nms_topk >= 3840:
         raise MfssdError(f"--pre-nms-topk {nms.pre_nms_topk}: TensorRT's TopK needs K < 3840")
     return replace(cfg, nms=nms)
@@ -142,9 +140,7 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
         calib_cache = req.out_dir / f"{name}.int8.calib.json"
         req.out_dir.mkdir(parents=True, exist_ok=True)
         log.info("INT8: calibrating on %d images from %s (%s)", len(files), req.calib, req.calib_method)
-        q = quantize_int8(
-            raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, cache_path=calib_cache
-        )
+        q = quantize_int8(raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, cache_path=calib_cache)
         variants.append(("int8-qdq", q))
     if req.fp16:
         from mfssd_deploy.exporters.fp16 import to_fp16
@@ -170,9 +166,7 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
             outputs = _session(proto).run(None, {"images": x})
             parity = _parity(layout, outputs, loc_t.numpy(), scores_t.numpy(), ref_np)
             if precision == "fp32" and not parity["ok"]:
-                raise MfssdError(
-                    f"parity failed for {path.name}: {_parity_line(parity)}; the file was not written"
-                )
+                raise MfssdError(f"parity failed for {path.name}: {_parity_line(parity)}; the file was not written")
             with atomic_path(path) as tmp:
                 onnx.save(proto, tmp)
             artifacts.append(
@@ -245,9 +239,7 @@ def format_report(report: dict[str, Any]) -> str:
     for a in report["artifacts"]:
         p = a["parity"]
         status = (
-            "ok"
-            if p["ok"]
-            else ("differs (expected for reduced precision)" if a["precision"] != "fp32" else "FAIL")
+            "ok" if p["ok"] else ("differs (expected for reduced precision)" if a["precision"] != "fp32" else "FAIL")
         )
         lines.append(
             f"| {Path(a['path']).name} | {a['layout']} | {a['precision']} | {a['size_mb']:.2f} | "

@@ -47,9 +47,7 @@ class FSSD(nn.Module):
         fused = w["fuse_a"] + w["fuse_b"] + w["fuse_c"]
         self.fuse_bn = nn.BatchNorm2d(fused)
         self.pyramid = pyramid(fused, w, bn=False)
-        self.head = MultiBoxHead(
-            [w[n] for n, _, _ in PYRAMID], config.priors.boxes_per_location, config.num_classes
-        )
+        self.head = MultiBoxHead([w[n] for n, _, _ in PYRAMID], config.priors.boxes_per_location, config.num_classes)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         conv4_3, _, fc7 = self.backbone(images)

@@ -18,8 +18,7 @@ class MultiBoxHead(nn.Module):
             nn.Conv2d(c, n * 4, 3, padding=1) for c, n in zip(in_channels, boxes_per_location, strict=True)
         )
         self.conf = nn.ModuleList(
-            nn.Conv2d(c, n * num_classes, 3, padding=1)
-            for c, n in zip(in_channels, boxes_per_location, strict=True)
+            nn.Conv2d(c, n * num_classes, 3, padding=1) for c, n in zip(in_channels, boxes_per_location, strict=True)
         )
 
     def forward(self, sources: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,9 +110,7 @@ def _amp_dtype(opt: TrainOptions, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
-def _model_and_config(
-    opt: TrainOptions, source: Source
-) -> tuple[nn.Module, ModelConfig, dict[str, Any] | None]:
+def _model_and_config(opt: TrainOptions, source: Source) -> tuple[nn.Module, ModelConfig, dict[str, Any] | None]:
     """Fresh model from variant/width, or the structure + weights of --finetune / --resume."""
     start = opt.finetune or opt.resume
     if start:
@@ -155,9 +153,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         model.to(memory_format=torch.channels_last)
     amp_dtype = _amp_dtype(opt, device)
 
-    dataset = DetectionDataset(
-        train_src, train_transforms(cfg.input_size, cfg.mean, cfg.std, opt.zoom_out), cfg.color
-    )
+    dataset = DetectionDataset(train_src, train_transforms(cfg.input_size, cfg.mean, cfg.std, opt.zoom_out), cfg.color)
     per_rank_batch = max(1, opt.batch // d.world)
     sampler = (
         DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, seed=opt.seed, drop_last=True)
@@ -175,9 +171,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         pin_memory=device.type == "cuda",
     )
     if len(loader) == 0:
-        raise MfssdError(
-            f"{len(dataset)} training images is fewer than one batch of {per_rank_batch}; lower --batch"
-        )
+        raise MfssdError(f"{len(dataset)} training images is fewer than one batch of {per_rank_batch}; lower --batch")
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * opt.epochs
     base_lr = opt.lr if opt.lr is not None else 0.4 * opt.batch / 256
@@ -189,18 +183,14 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     if opt.resume and start_ckpt is not None:
         state = start_ckpt.get("train_state")
         if not isinstance(state, dict):
-            raise MfssdError(
-                f"{opt.resume} has no training state to resume from (use --finetune to start from it)"
-            )
+            raise MfssdError(f"{opt.resume} has no training state to resume from (use --finetune to start from it)")
         optimizer.load_state_dict(state["optimizer"])
         step, start_epoch, best_map = int(state["step"]), int(state["epoch"]), float(state["best_map"])
         history = list(start_ckpt.get("meta", {}).get("history", []))
 
     net: nn.Module = model
     if d.world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[d.local_rank] if device.type == "cuda" else None
-        )
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
     priors = priors_tensor(cfg.priors, device)
     out = Path(opt.out)
     if d.main:
@@ -221,9 +211,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         net.train()
         sums = {"loss": 0.0, "loc": 0.0, "conf": 0.0}
         seen, t_epoch = 0, time.time()
-        bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{opt.epochs}", disable=not (opt.progress and d.main), leave=True
-        )
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opt.epochs}", disable=not (opt.progress and d.main), leave=True)
         for images, targets in bar:
             for g in optimizer.param_groups:
                 g["lr"] = base_lr * lr_factor(step, total_steps, opt.warmup, opt.milestones)

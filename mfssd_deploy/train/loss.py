@@ -19,9 +19,7 @@ def multibox_loss(
     pos = conf_t > 0
     num_pos = pos.sum(1, keepdim=True)
     loss_l = F.smooth_l1_loss(loc_p[pos], loc_t[pos], reduction="sum")
-    ce = F.cross_entropy(conf_p.reshape(-1, num_classes), conf_t.reshape(-1), reduction="none").view(
-        batch, -1
-    )
+    ce = F.cross_entropy(conf_p.reshape(-1, num_classes), conf_t.reshape(-1), reduction="none").view(batch, -1)
     with torch.no_grad():
         mining = ce.masked_fill(pos, 0.0)
         rank = mining.argsort(1, descending=True).argsort(1)

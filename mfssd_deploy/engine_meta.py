@@ -1,0 +1,56 @@
+"""Engine metadata (NAME.engine.json) and the compatibility check run before an engine is loaded.
+
+TensorRT engines are specific to the TensorRT version and the GPU that built them; loading one
+elsewhere fails deep inside TensorRT or, worse, behaves wrongly. We refuse first, with both sides named.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from mfssd_deploy.errors import MfssdError
+
+log = logging.getLogger("mfssd_deploy")
+
+
+def read_engine_meta(engine: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(engine)
+    if not path.is_file():
+        raise MfssdError(f"engine not found: {path}")
+    meta_path = path.with_name(path.name + ".json")
+    if not meta_path.is_file():
+        raise MfssdError(f"{path.name} has no metadata file {meta_path.name}: rebuild it with mfssd-export --trt")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise MfssdError(
+            f"{meta_path} is not valid JSON (corrupt?): rebuild the engine with mfssd-export --trt"
+        ) from exc
+    for key in ("tensorrt_version", "gpu_name", "compute_capability", "config", "layout"):
+        if key not in meta:
+            raise MfssdError(f"{meta_path.name} lacks {key!r}: rebuild the engine with mfssd-export --trt")
+    return dict(meta)
+
+
+def check_engine_compat(
+    meta: dict[str, Any], engine: str, trt_version: str, gpu_name: str, compute_capability: tuple[int, int]
+) -> None:
+    """Refuse an engine built for another TensorRT version or GPU architecture."""
+    fix = "rebuild it on this machine with mfssd-export --trt (engines are specific to TensorRT version and GPU)"
+    if str(meta["tensorrt_version"]) != trt_version:
+        raise MfssdError(
+            f"{engine} was built with TensorRT {meta['tensorrt_version']} "
+            f"but TensorRT {trt_version} is installed: {fix}"
+        )
+    built_cc = tuple(int(v) for v in meta["compute_capability"])
+    if built_cc != tuple(compute_capability):
+        raise MfssdError(
+            f"{engine} was built for {meta['gpu_name']} (sm_{built_cc[0]}{built_cc[1]}) but this GPU is {gpu_name} "
+            f"(sm_{compute_capability[0]}{compute_capability[1]}): {fix}"
+        )
+    if meta["gpu_name"] != gpu_name:
+        log.warning("%s was built on %s and runs on %s (same compute capability)", engine, meta["gpu_name"], gpu_name)
