@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +55,14 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise MfssdError(f"checkpoint not found: {p} (check the path, or omit --model for the bundled demo model)")
+    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; anything else is damaged or foreign
+        raise MfssdError(f"{p} is not a readable PyTorch checkpoint (corrupt or truncated); re-download or re-train it")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MfssdError(
-            f"{p} holds objects other than tensors and plain containers, refused for safety ({first}); "
-            "re-save it as an mfssd checkpoint"
+            f"{p} holds objects other than tensors and plain containers (pickled code), refused for safety; "
+            "load it in a trusted environment and re-save it with mfssd_deploy.checkpoint.save_checkpoint"
         ) from exc
     except Exception as exc:  # torch.load raises many types for a damaged file (KeyError, EOFError, ...)
         raise MfssdError(

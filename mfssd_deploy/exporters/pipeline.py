@@ -52,6 +52,7 @@ class ExportRequest:
     val_images: int | None = None
     parity_images: Sequence[Path] = field(default_factory=list)
     simplify: bool = True
+    time_runs: int = 10  # ONNX Runtime CPU ms/image at batch 1, median of this many runs (0: skip)
 
 
 def _read_images(paths: Sequence[Path]) -> list[np.ndarray]:
@@ -163,7 +164,8 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
             )
             ox.set_metadata(proto, meta)
             ox.check(proto)
-            outputs = _session(proto).run(None, {"images": x})
+            session = _session(proto)
+            outputs = session.run(None, {"images": x})
             parity = _parity(layout, outputs, loc_t.numpy(), scores_t.numpy(), ref_np)
             if precision == "fp32" and not parity["ok"]:
                 raise MfssdError(f"parity failed for {path.name}: {_parity_line(parity)}; the file was not written")
@@ -176,6 +178,7 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
                     "precision": precision,
                     "size_mb": os.path.getsize(path) / 2**20,
                     "parity": parity,
+                    "ort_cpu_ms": _time_ms(session, x[:1], req.time_runs),
                 }
             )
     report: dict[str, Any] = {
@@ -192,6 +195,20 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
         report["accuracy"] = _accuracy(req, artifacts)
     report["seconds"] = time.time() - t0
     return report
+
+
+def _time_ms(session: Any, x: np.ndarray, runs: int) -> float | None:
+    """Median ms of one batch-1 inference on ONNX Runtime CPU after two warm-up runs (a snapshot, not a benchmark)."""
+    if runs <= 0:
+        return None
+    for _ in range(2):
+        session.run(None, {"images": x})
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        session.run(None, {"images": x})
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))
 
 
 def _calib_meta(req: ExportRequest) -> dict[str, Any]:
@@ -233,16 +250,18 @@ def _parity_line(p: dict[str, Any]) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     lines = [
-        f"| artifact | layout | precision | size MB | parity vs PyTorch ({report['parity_images']} images) |",
-        "|---|---|---|---:|---|",
+        f"| artifact | layout | precision | size MB | ORT CPU ms/img (b=1) | parity vs PyTorch "
+        f"({report['parity_images']} images) |",
+        "|---|---|---|---:|---:|---|",
     ]
     for a in report["artifacts"]:
         p = a["parity"]
         status = (
             "ok" if p["ok"] else ("differs (expected for reduced precision)" if a["precision"] != "fp32" else "FAIL")
         )
+        ms = "-" if a.get("ort_cpu_ms") is None else f"{a['ort_cpu_ms']:.1f}"
         lines.append(
-            f"| {Path(a['path']).name} | {a['layout']} | {a['precision']} | {a['size_mb']:.2f} | "
+            f"| {Path(a['path']).name} | {a['layout']} | {a['precision']} | {a['size_mb']:.2f} | {ms} | "
             f"{_parity_line(p)}: {status} |"
         )
     acc = report.get("accuracy")
