@@ -31,21 +31,11 @@ def format_result(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def predictor_for(model_path: Path, device: str, conf: float | None, iou: float | None, max_det: int | None) -> Any:
-    if model_path.suffix == ".pt":
-        from mfssd_deploy.checkpoint import load_model
-        from mfssd_deploy.evaluation.runner import torch_predictor
-
-        model = load_model(model_path, device)
-        return torch_predictor(model, device, conf, iou, max_det), model.config
-    raise MfssdError(f"cannot evaluate {model_path.name}: this version evaluates .pt checkpoints")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="mfssd-eval", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    ap.add_argument("--model", help="checkpoint (default: the bundled demo model)")
+    ap.add_argument("--model", help=".pt, .onnx or .engine (default: the bundled demo model)")
     ap.add_argument("--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)")
     ap.add_argument("--split", default="val")
     ap.add_argument("--json", help="write the result (contract: voc07_map, coco, per_class) to this file")
@@ -54,19 +44,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conf", type=float, default=None, help="score threshold (default: the model's, 0.01)")
     ap.add_argument("--iou", type=float, default=None, help="NMS IoU (default: the model's, 0.45)")
     ap.add_argument("--max-det", type=int, default=None, help="detections per image (default: the model's, 200)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--no-coco", action="store_true", help="VOC metrics only (no pycocotools)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from mfssd_deploy.bundled import demo_model
     from mfssd_deploy.data.sources import open_source
-    from mfssd_deploy.evaluation.runner import evaluate
+    from mfssd_deploy.detector import Detector
+    from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
     from mfssd_deploy.fileio import write_json
 
     model_path = Path(args.model) if args.model else demo_model()
     source = open_source(args.data, args.split)
-    predict, cfg = predictor_for(model_path, args.device, args.conf, args.iou, args.max_det)
+    det = Detector(
+        model_path, device=args.device, conf=args.conf, iou=args.iou, max_det=args.max_det, batch_size=args.batch
+    )
+    predict, cfg = detector_predictor(det), det.config
     if tuple(cfg.class_names) != tuple(source.class_names):
         raise MfssdError(
             f"{model_path.name} detects {list(cfg.class_names)} "

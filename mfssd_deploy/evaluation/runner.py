@@ -145,53 +145,10 @@ def torch_predictor(
     return predict
 
 
-def onnx_predictor(path: str, providers: Sequence[str] = ("CPUExecutionProvider",)) -> Predictor:
-    """A Predictor over an exported .onnx (raw or end2end), on ONNX Runtime."""
-    import json
-
-    import onnxruntime as ort
-
-    from mfssd_deploy.config import ModelConfig
-    from mfssd_deploy.preprocess import preprocess_batch
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    session = ort.InferenceSession(str(path), so, providers=list(providers))
-    meta = json.loads(session.get_modelmeta().custom_metadata_map["mfssd"])
-    cfg = ModelConfig.from_dict(meta["config"])
-    end2end = meta["layout"] == "end2end"
+def detector_predictor(detector: Any) -> Predictor:
+    """A Predictor over a Detector: any artifact (.pt, .onnx, .engine) is scored by the same code."""
 
     def predict(images: list[np.ndarray]) -> list[ImageDetections]:
-        x = preprocess_batch(images, cfg.input_size, cfg.mean, cfg.std, cfg.color)
-        outs = session.run(None, {"images": x})
-        if end2end:
-            num, boxes, scores, classes = outs
-        else:
-            import torch
-
-            from mfssd_deploy.postprocess import postprocess
-            from mfssd_deploy.priors import priors_tensor
-
-            n = cfg.nms
-            d = postprocess(
-                torch.from_numpy(outs[0]),
-                torch.from_numpy(outs[1]),
-                priors_tensor(cfg.priors),
-                conf_thresh=n.conf_thresh,
-                iou_thresh=n.iou_thresh,
-                max_det=n.max_det,
-                pre_nms_topk=n.pre_nms_topk,
-                variances=cfg.priors.variances,
-            )
-            num, boxes, scores, classes = (t.numpy() for t in d)
-        result = []
-        for i, img in enumerate(images):
-            h, w = img.shape[:2]
-            k = int(num[i, 0])
-            b = boxes[i, :k] * np.array([w, h, w, h], dtype=np.float32)
-            b[:, 0::2] = b[:, 0::2].clip(0, w)
-            b[:, 1::2] = b[:, 1::2].clip(0, h)
-            result.append((b, scores[i, :k], classes[i, :k].astype(np.int64)))
-        return result
+        return [(r.boxes, r.scores, r.labels) for r in detector.detect_arrays(images)]
 
     return predict

@@ -281,7 +281,8 @@ def format_report(report: dict[str, Any]) -> str:
 def _accuracy(req: ExportRequest, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
     """mAP of the end2end (else raw) artifact of each precision through the same evaluation code."""
     from mfssd_deploy.data.sources import open_source
-    from mfssd_deploy.evaluation.runner import evaluate, onnx_predictor
+    from mfssd_deploy.detector import Detector
+    from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
 
     assert req.val is not None
     source = open_source(req.val, req.val_split)
@@ -291,7 +292,7 @@ def _accuracy(req: ExportRequest, artifacts: list[dict[str, Any]]) -> dict[str, 
             chosen[a["precision"]] = a
     results = {}
     for precision, a in chosen.items():
-        res = evaluate(onnx_predictor(a["path"]), source, max_images=req.val_images)
+        res = evaluate(detector_predictor(Detector(a["path"])), source, max_images=req.val_images)
         results[f"{Path(a['path']).name}"] = {
             "voc07_map": res["voc07_map"],
             "coco": res["coco"],

@@ -1,0 +1,109 @@
+"""ONNX Runtime backend: CPU anywhere (the lean runtime), CUDA / TensorRT execution providers on GPUs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfssd_deploy.config import ModelConfig
+from mfssd_deploy.errors import MfssdError
+
+
+def choose_providers(
+    device: str, available: list[str], meta: dict[str, Any], trt_cache_dir: str | None, options: dict[str, dict]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Providers by preference for `device`: TensorRT EP > CUDA EP > CPU (pure, so it is testable here)."""
+    if device == "cpu":
+        return [("CPUExecutionProvider", options.get("CPUExecutionProvider", {}))]
+    if device != "cuda":
+        raise MfssdError(f"device {device!r}: use 'cpu' or 'cuda'")
+    chosen: list[tuple[str, dict[str, Any]]] = []
+    if "TensorrtExecutionProvider" in available:
+        precision = meta.get("precision", "fp32")
+        trt_opts: dict[str, Any] = {
+            "trt_fp16_enable": precision in ("fp16", "fp32-trt-fp16"),
+            "trt_int8_enable": precision == "int8-qdq",  # explicit Q/DQ quantization
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": trt_cache_dir or os.path.join("engines", "ort_trt_cache"),
+            "trt_timing_cache_enable": True,
+        }
+        trt_opts.update(options.get("TensorrtExecutionProvider", {}))
+        chosen.append(("TensorrtExecutionProvider", trt_opts))
+    if "CUDAExecutionProvider" in available:
+        chosen.append(("CUDAExecutionProvider", options.get("CUDAExecutionProvider", {})))
+    if not chosen:
+        raise MfssdError(
+            'device="cuda" but this onnxruntime has no CUDA or TensorRT provider: pip install "mfssd-deploy[gpu]"'
+        )
+    chosen.append(("CPUExecutionProvider", {}))
+    return chosen
+
+
+def read_onnx_meta(session: Any, path: Path) -> dict[str, Any]:
+    raw = session.get_modelmeta().custom_metadata_map.get("mfssd")
+    if raw is None:
+        raise MfssdError(f"{path} has no 'mfssd' metadata: export it with mfssd-export")
+    try:
+        return dict(json.loads(raw))
+    except ValueError as exc:
+        raise MfssdError(f"{path}: its 'mfssd' metadata is not valid JSON (corrupt file?)") from exc
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        device: str = "cpu",
+        provider_options: dict[str, dict] | None = None,
+        trt_cache_dir: str | None = None,
+        intra_op_threads: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+
+        p = Path(path)
+        if not p.is_file():
+            raise MfssdError(f"model not found: {p}")
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.intra_op_num_threads = intra_op_threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            # On CPU one session does it all. On CUDA the provider options depend on the precision in
+            # the metadata, so a CPU session reads it first (its cost is small next to a TensorRT build).
+            if device == "cpu":
+                providers = choose_providers("cpu", [], {}, None, provider_options or {})
+            else:
+                probe = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+                providers = choose_providers(
+                    device,
+                    ort.get_available_providers(),
+                    read_onnx_meta(probe, p),
+                    trt_cache_dir,
+                    provider_options or {},
+                )
+                del probe
+            self.session = ort.InferenceSession(
+                str(p), so, providers=[n for n, _ in providers], provider_options=[o for _, o in providers]
+            )
+        except MfssdError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for damaged files
+            raise MfssdError(f"{p} is not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:120]})") from exc
+        self.meta = read_onnx_meta(self.session, p)
+        self.config = ModelConfig.from_dict(self.meta["config"])
+        self.layout = str(self.meta["layout"])
+        self.device = device
+        self.providers = self.session.get_providers()
+        names = [i.name for i in self.session.get_inputs()]
+        if names != ["images"]:
+            raise MfssdError(f"{p}: expected one input named 'images', found {names}")
+        self.logits = False  # softmax is inside the graph
+
+    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+        return list(self.session.run(None, {"images": x}))

@@ -1,0 +1,201 @@
+"""Detector: one API over a .pt checkpoint, an .onnx model or a TensorRT .engine.
+
+pre-process (OpenCV, once per batch into one contiguous array) -> backend.infer ->
+[raw: decode against the priors + batched NMS on the backend's device] | [end2end: unpack] ->
+rescale to original pixels -> Result per image. Importing this module never imports torch: the
+end2end ONNX path runs on numpy, OpenCV and ONNX Runtime alone.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfssd_deploy.config import ModelConfig, NMSConfig
+from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.inputs import ImageLike, load_images
+from mfssd_deploy.preprocess import preprocess_batch
+from mfssd_deploy.results import Result
+
+BACKENDS = {".pt": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt"}
+
+
+class Detector:
+    """Detector(model, device="cpu"|"cuda", backend=None, conf=None, iou=None, max_det=None).
+
+    `model` is a .pt, .onnx or .engine path (default: the bundled demo model); the layout and the
+    pre/post-processing settings come from the artifact's own metadata. conf/iou/max_det default to
+    the model's. For an end2end artifact the NMS is inside the graph: conf may only be raised and
+    max_det lowered (exact: NMS never lets a lower score suppress a higher one), iou is fixed at export.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        device: str = "cpu",
+        backend: str | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        batch_size: int = 8,
+        **backend_options: Any,
+    ) -> None:
+        if model is None:
+            from mfssd_deploy.bundled import demo_model
+
+            model = demo_model()
+        path = Path(model)
+        kind = BACKENDS.get(path.suffix.lower())
+        if kind is None:
+            raise MfssdError(f"{path}: unknown model type {path.suffix!r}; pass a .pt, .onnx or .engine file")
+        if not path.is_file():
+            raise MfssdError(f"model not found: {path}")
+        backend = backend or kind
+        if backend != kind:
+            raise MfssdError(f"backend {backend!r} cannot run a {path.suffix} file (use {kind!r})")
+        if batch_size < 1:
+            raise MfssdError(f"batch_size must be >= 1, got {batch_size}")
+        self.path = path
+        self.device = device
+        self.batch_size = batch_size
+        self.backend = _make_backend(kind, path, device, backend_options)
+        self.config: ModelConfig = self.backend.config
+        self.layout: str = self.backend.layout
+        self.nms = _nms_settings(self.config.nms, self.layout, conf, iou, max_det)
+        if self.layout == "raw":
+            from mfssd_deploy.errors import require_torch
+
+            require_torch(f"decoding the raw outputs of {path.name} (or use an end2end .onnx)")
+        self._priors: Any = None
+        # TensorRT execution contexts are not thread-safe; ONNX Runtime sessions and torch inference are.
+        self._lock = threading.Lock() if kind == "tensorrt" else None
+        self.last_timing: dict[str, float] = {}
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.config.class_names
+
+    def __repr__(self) -> str:
+        return (
+            f"Detector({str(self.path)!r}, backend={self.backend.name!r}, layout={self.layout!r}, "
+            f"device={self.device!r})"
+        )
+
+    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> list[Result]:
+        """One Result per image, in order; a path, a BGR uint8 array, or a list of them."""
+        arrays, names = load_images(images)
+        return self.detect_arrays(arrays, names)
+
+    def detect_arrays(self, arrays: list[np.ndarray], names: Sequence[str | None] | None = None) -> list[Result]:
+        names = list(names) if names is not None else [None] * len(arrays)
+        results: list[Result] = []
+        timing = {"pre": 0.0, "infer": 0.0, "post": 0.0}
+        for start in range(0, len(arrays), self.batch_size):
+            chunk = arrays[start : start + self.batch_size]
+            t0 = time.perf_counter()
+            x = self.preprocess(chunk)
+            t1 = time.perf_counter()
+            outputs = self._infer(x)
+            t2 = time.perf_counter()
+            num, boxes, scores, classes = self._postprocess(outputs)
+            results += self._to_results(chunk, names[start : start + len(chunk)], num, boxes, scores, classes)
+            t3 = time.perf_counter()
+            timing["pre"] += (t1 - t0) * 1000
+            timing["infer"] += (t2 - t1) * 1000
+            timing["post"] += (t3 - t2) * 1000
+        self.last_timing = timing
+        return results
+
+    def preprocess(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        c = self.config
+        return preprocess_batch(arrays, c.input_size, c.mean, c.std, c.color)
+
+    def _infer(self, x: np.ndarray) -> Any:
+        if self._lock is None:
+            return self.backend.infer(x)
+        with self._lock:
+            return self.backend.infer(x)
+
+    def _postprocess(self, outputs: Any) -> tuple[np.ndarray, ...]:
+        n = self.nms
+        if self.layout == "end2end":
+            num, boxes, scores, classes = (np.asarray(o) for o in outputs[:4])
+            keep = (scores >= n.conf_thresh) & (np.arange(scores.shape[1])[None, :] < num.reshape(-1, 1))
+            keep[:, n.max_det :] = False
+            return keep.sum(1, keepdims=True).astype(np.int32), boxes, scores, classes
+        from mfssd_deploy.errors import require_torch
+
+        torch = require_torch(f"decoding the raw outputs of {self.path.name} (or export an end2end model)")
+        from mfssd_deploy.postprocess import postprocess
+        from mfssd_deploy.priors import priors_tensor
+
+        loc, conf = outputs
+        if not isinstance(loc, torch.Tensor):
+            loc, conf = torch.from_numpy(np.asarray(loc)), torch.from_numpy(np.asarray(conf))
+        if self._priors is None or self._priors.device != loc.device:
+            self._priors = priors_tensor(self.config.priors, loc.device)
+        with torch.inference_mode():
+            dets = postprocess(
+                loc, conf, self._priors, conf_thresh=n.conf_thresh, iou_thresh=n.iou_thresh, max_det=n.max_det,
+                pre_nms_topk=n.pre_nms_topk, variances=self.config.priors.variances, logits=self.backend.logits,
+            )  # fmt: skip
+        return tuple(t.cpu().numpy() for t in dets)
+
+    def _to_results(self, arrays: Sequence[np.ndarray], names: Sequence[str | None], num: np.ndarray,
+                    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> list[Result]:  # fmt: skip
+        out = []
+        for i, img in enumerate(arrays):
+            h, w = img.shape[:2]
+            idx = np.arange(int(num[i, 0]))  # valid rows come first, sorted by score
+            b = boxes[i, idx].astype(np.float32) * np.array([w, h, w, h], dtype=np.float32)
+            np.clip(b[:, 0::2], 0, w, out=b[:, 0::2])
+            np.clip(b[:, 1::2], 0, h, out=b[:, 1::2])
+            out.append(Result(b, scores[i, idx].astype(np.float32), classes[i, idx].astype(np.int64),
+                              self.config.class_names, (h, w), names[i]))  # fmt: skip
+        return out
+
+
+def _nms_settings(
+    base: NMSConfig, layout: str, conf: float | None, iou: float | None, max_det: int | None
+) -> NMSConfig:
+    if layout == "end2end":
+        if iou is not None and abs(iou - base.iou_thresh) > 1e-9:
+            raise MfssdError(
+                f"iou={iou}: this end2end model has NMS at IoU {base.iou_thresh} inside the graph; "
+                "re-export with mfssd-export --iou, or use the raw model"
+            )
+        if conf is not None and conf < base.conf_thresh:
+            raise MfssdError(
+                f"conf={conf} is below the {base.conf_thresh} baked into this end2end model: re-export with --conf"
+            )
+        if max_det is not None and max_det > base.max_det:
+            raise MfssdError(
+                f"max_det={max_det} exceeds the {base.max_det} of this end2end model: re-export with --max-det"
+            )
+    nms = NMSConfig(
+        conf_thresh=base.conf_thresh if conf is None else conf,
+        iou_thresh=base.iou_thresh if iou is None else iou,
+        max_det=base.max_det if max_det is None else max_det,
+        pre_nms_topk=base.pre_nms_topk,
+    )
+    if not (0 <= nms.conf_thresh < 1 and 0 < nms.iou_thresh <= 1 and nms.max_det > 0):
+        raise MfssdError(f"invalid settings conf={nms.conf_thresh}, iou={nms.iou_thresh}, max_det={nms.max_det}")
+    return nms
+
+
+def _make_backend(kind: str, path: Path, device: str, options: dict[str, Any]) -> Any:
+    if kind == "onnxruntime":
+        from mfssd_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, device, **options)
+    if kind == "torch":
+        from mfssd_deploy.backends.torch_backend import TorchBackend
+
+        return TorchBackend(path, device, **options)
+    raise MfssdError(f"{path.name}: the TensorRT backend is not available in this version; run the ONNX model")

@@ -1,0 +1,192 @@
+"""The Detector over .pt, raw .onnx and end2end .onnx: same detections, inputs, errors, threads, lean runtime."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from test_lean_import import run_without_torch
+
+from mfssd_deploy import Detector
+from mfssd_deploy.checkpoint import save_checkpoint
+from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.exporters.parity import box_iou_np
+from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
+from mfssd_deploy.models import build_model
+from mfssd_deploy.results import Result
+
+
+def trained_like_model() -> torch.nn.Module:
+    """A narrow model whose outputs look like a trained one's: a few confident boxes per image."""
+    torch.manual_seed(0)
+    m = build_model("mfssd_bn", 4, width=0.125, class_names=("a", "b", "c")).eval()
+    with torch.no_grad():
+        for conf in m.head.conf:
+            conf.bias.view(-1, 4)[:, 0] += 1.0  # background-biased: most priors score low
+    return m
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("det")
+    ckpt = save_checkpoint(tmp / "m.pt", trained_like_model())
+    imgs = tmp / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        img = (rng.random((200 + 40 * i, 300 - 20 * i, 3)) * 255).astype(np.uint8)
+        cv2.circle(img, (80, 90), 25 + 5 * i, (0, 0, 255), -1)
+        cv2.imwrite(str(imgs / f"{i}.jpg"), img)
+    run_export(
+        ExportRequest(model=ckpt, out_dir=tmp / "x", int8=True, calib=imgs, parity_images=sorted(imgs.iterdir()))
+    )
+    return {"pt": ckpt, "raw": tmp / "x" / "m.onnx", "e2e": tmp / "x" / "m.end2end.onnx",
+            "int8": tmp / "x" / "m.int8.end2end.onnx", "imgs": imgs}  # fmt: skip
+
+
+def same(a: list[Result], b: list[Result], iou: float = 0.99, tol: float = 1e-4) -> None:
+    assert [len(r) for r in a] == [len(r) for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        if not len(ra):
+            continue
+        ious = box_iou_np(ra.boxes.astype(np.float64), rb.boxes.astype(np.float64))
+        for i in range(len(ra)):
+            cand = np.nonzero(rb.labels == ra.labels[i])[0]
+            j = cand[np.argmax(ious[i, cand])]
+            assert ious[i, j] >= iou and abs(ra.scores[i] - rb.scores[j]) <= tol
+
+
+def test_pt_raw_and_end2end_agree(artifacts: dict[str, Path]) -> None:
+    paths = sorted(artifacts["imgs"].iterdir())
+    results = {k: Detector(artifacts[k])([str(p) for p in paths]) for k in ("pt", "raw", "e2e")}
+    assert sum(len(r) for r in results["pt"]) > 0
+    same(results["pt"], results["raw"])
+    same(results["pt"], results["e2e"])
+    for r, p in zip(results["e2e"], paths, strict=True):
+        h, w = cv2.imread(str(p)).shape[:2]
+        assert r.image_shape == (h, w) and r.source == str(p)
+        assert (r.boxes[:, 0::2] <= w).all() and (r.boxes[:, 1::2] <= h).all() and (r.boxes >= 0).all()
+        assert np.all(np.diff(r.scores) <= 0)
+
+
+def test_batching_does_not_change_results(artifacts: dict[str, Path]) -> None:
+    imgs = [cv2.imread(str(p)) for p in sorted(artifacts["imgs"].iterdir())]
+    one = Detector(artifacts["e2e"], batch_size=1)(imgs)
+    four = Detector(artifacts["e2e"], batch_size=4)(imgs)
+    same(one, four, iou=0.999, tol=1e-5)
+
+
+def test_inputs_gray_bgra_and_mixed_sizes(artifacts: dict[str, Path]) -> None:
+    det = Detector(artifacts["e2e"])
+    bgr = cv2.imread(str(sorted(artifacts["imgs"].iterdir())[0]))
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    bgra = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
+    out = det([bgr, gray, gray[..., None], bgra, bgr[:100, :150]])
+    assert len(out) == 5
+    same([out[0]], [out[3]], iou=0.999, tol=1e-6)  # BGRA is BGR plus alpha
+    assert out[4].image_shape == (100, 150)
+    single = det(bgr)
+    assert isinstance(single, list) and len(single) == 1
+
+
+def test_conf_and_max_det_on_end2end_equal_raw(artifacts: dict[str, Path]) -> None:
+    paths = [str(p) for p in sorted(artifacts["imgs"].iterdir())]
+    same(Detector(artifacts["e2e"], conf=0.3, max_det=5)(paths), Detector(artifacts["raw"], conf=0.3, max_det=5)(paths))
+    with pytest.raises(MfssdError, match=r"NMS at IoU 0\.45 inside the graph"):
+        Detector(artifacts["e2e"], iou=0.6)
+    with pytest.raises(MfssdError, match=r"below the 0\.01 baked"):
+        Detector(artifacts["e2e"], conf=0.001)
+
+
+def test_result_to_dict_and_draw(artifacts: dict[str, Path]) -> None:
+    img = cv2.imread(str(sorted(artifacts["imgs"].iterdir())[1]))
+    r = Detector(artifacts["e2e"], conf=0.05)(img)[0]
+    d = json.loads(json.dumps(r.to_dict()))
+    assert len(d["detections"]) == len(r) > 0
+    assert set(d["detections"][0]) == {"box", "score", "label", "class"} and d["detections"][0]["class"] in "abc"
+    drawn = r.draw(img)
+    assert drawn.shape == img.shape and not np.array_equal(drawn, img)
+    assert np.array_equal(img, cv2.imread(str(sorted(artifacts["imgs"].iterdir())[1])))  # input untouched
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        ("missing.jpg", "image not found"),
+        ("text.jpg", "is not an image OpenCV can decode"),
+        ("folder", "is not a file"),
+        (np.zeros((0, 10, 3), np.uint8), "empty"),
+        (np.full((10, 10, 3), np.nan), "dtype float64 (it contains NaN)"),
+        (np.zeros((10, 10, 3), np.float32), "dtype float32"),
+        (np.zeros((10, 10, 2), np.uint8), "is not an image"),
+        ([], "no images given"),
+        (42, "expected a path or a numpy array"),
+    ],
+)
+def test_bad_input_is_one_line(artifacts: dict[str, Path], tmp_path: Path, bad: object, fragment: str) -> None:
+    (tmp_path / "text.jpg").write_text("hello")
+    (tmp_path / "folder").mkdir()
+    if isinstance(bad, str):
+        bad = str(tmp_path / bad)
+    with pytest.raises(MfssdError) as exc:
+        Detector(artifacts["e2e"])(bad)  # type: ignore[arg-type]
+    assert fragment in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_bad_models(tmp_path: Path, artifacts: dict[str, Path]) -> None:
+    with pytest.raises(MfssdError, match=r"unknown model type '\.h5'"):
+        Detector(tmp_path / "m.h5")
+    with pytest.raises(MfssdError, match="model not found"):
+        Detector(tmp_path / "m.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
+    with pytest.raises(MfssdError, match="not a loadable ONNX model"):
+        Detector(tmp_path / "bad.onnx")
+    with pytest.raises(MfssdError, match=r"backend 'torch' cannot run a \.onnx"):
+        Detector(artifacts["e2e"], backend="torch")
+    with pytest.raises(MfssdError, match="no CUDA or TensorRT provider"):
+        Detector(artifacts["e2e"], device="cuda")
+
+
+def test_threads_match_serial(artifacts: dict[str, Path]) -> None:
+    det = Detector(artifacts["e2e"])
+    imgs = [cv2.imread(str(p)) for p in sorted(artifacts["imgs"].iterdir())] * 2
+    serial = [det(img)[0] for img in imgs]
+    got: dict[int, Result] = {}
+
+    def work(i: int) -> None:
+        for _ in range(3):
+            got[i] = det(imgs[i])[0]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        assert np.array_equal(got[i].boxes, serial[i].boxes) and np.array_equal(got[i].scores, serial[i].scores)
+
+
+def test_lean_runtime_runs_end2end_without_torch(artifacts: dict[str, Path]) -> None:
+    img = sorted(artifacts["imgs"].iterdir())[0]
+    r = run_without_torch(f"""
+        from mfssd_deploy import Detector
+        from mfssd_deploy.errors import MissingExtraError
+        res = Detector({str(artifacts["e2e"])!r})({str(img)!r})
+        print("dets", len(res[0]))
+        for path in ({str(artifacts["raw"])!r}, {str(artifacts["pt"])!r}):
+            try:
+                Detector(path)
+            except MissingExtraError as e:
+                print("error", e)
+        assert "torch" not in sys.modules
+    """)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    expected = len(Detector(artifacts["e2e"])(str(img))[0])
+    assert lines[0] == f"dets {expected}"
+    assert len(lines) == 3 and all('pip install "mfssd-deploy[torch]"' in ln for ln in lines[1:])
