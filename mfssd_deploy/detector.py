@@ -198,4 +198,6 @@ def _make_backend(kind: str, path: Path, device: str, options: dict[str, Any]) -
         from mfssd_deploy.backends.torch_backend import TorchBackend
 
         return TorchBackend(path, device, **options)
-    raise MfssdError(f"{path.name}: the TensorRT backend is not available in this version; run the ONNX model")
+    from mfssd_deploy.backends.tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(path, device, **options)

@@ -136,3 +136,92 @@ def make_fake_tensorrt(version: str, parse_ok: bool = True, build_ok: bool = Tru
     ).items():
         setattr(trt, name, obj)
     return trt
+
+
+def add_fake_runtime(trt: types.ModuleType, onnx_path: str, layout: str) -> None:
+    """Give the fake a runtime whose 'engine' runs `onnx_path` on ONNX Runtime, reading its input from
+    and writing its outputs to the raw addresses our backend binds: the buffer plumbing is real."""
+    import ctypes
+
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    capture: dict[str, Any] = {"graph": None}
+    trt.capture = capture  # type: ignore[attr-defined]
+
+    class DT:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    class TensorIOMode:
+        INPUT = "INPUT"
+        OUTPUT = "OUTPUT"
+
+    class Context:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple[int, ...]] = {}
+            self.addresses: dict[str, int] = {}
+            self.executions = 0
+
+        def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            b = self.shapes["images"][0]
+            out = session.run(None, {"images": np.zeros(self.shapes["images"], np.float32)})
+            return (b, *out[outputs.index(name)].shape[1:])
+
+        def set_tensor_address(self, name: str, ptr: int) -> bool:
+            self.addresses[name] = ptr
+            return True
+
+        def _run(self, shape: tuple[int, ...], addresses: dict[str, int]) -> None:
+            n = int(np.prod(shape))
+            x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(addresses["images"])).reshape(shape).copy()
+            for name, arr in zip(outputs, session.run(None, {"images": x}), strict=True):
+                arr = np.ascontiguousarray(arr)
+                ctypes.memmove(addresses[name], arr.ctypes.data, arr.nbytes)
+            self.executions += 1
+
+        def execute_async_v3(self, stream: int) -> bool:
+            calls.append(("context.execute_async_v3", stream))
+            shape, addresses = self.shapes["images"], dict(self.addresses)
+            if capture["graph"] is not None:  # being captured: record, do not run
+                capture["graph"].ops.append(lambda: self._run(shape, addresses))
+            else:
+                self._run(shape, addresses)
+            return True
+
+    class Engine:
+        num_io_tensors = 1 + len(outputs)
+
+        def __init__(self) -> None:
+            self.names = ["images", *outputs]
+
+        def get_tensor_name(self, i: int) -> str:
+            return self.names[i]
+
+        def get_tensor_mode(self, name: str) -> str:
+            return TensorIOMode.INPUT if name == "images" else TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name: str) -> DT:
+            return DT("INT32" if name in ("num_dets", "det_classes") else "FLOAT")
+
+        def create_execution_context(self) -> Context:
+            trt.context = Context()  # type: ignore[attr-defined]
+            return trt.context  # type: ignore[attr-defined]
+
+    class Runtime:
+        def __init__(self, logger: Any) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes) -> Engine | None:
+            calls.append(("runtime.deserialize_cuda_engine", bytes(data)))
+            return Engine() if data.startswith(b"ENGINE") else None
+
+    calls = trt.calls  # type: ignore[attr-defined]
+    trt.Runtime = Runtime  # type: ignore[attr-defined]
+    trt.TensorIOMode = TensorIOMode  # type: ignore[attr-defined]
