@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import torch
 
 # Two cores: keep torch from oversubscribing when pytest runs beside other work.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -10,6 +14,37 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
-    import torch
+    torch.manual_seed(0)
+
+
+def trained_like_model() -> torch.nn.Module:
+    """A narrow model whose outputs look like a trained one's: a few confident boxes per image."""
+    from mfssd_deploy.models import build_model
 
     torch.manual_seed(0)
+    m = build_model("mfssd_bn", 4, width=0.125, class_names=("a", "b", "c")).eval()
+    with torch.no_grad():
+        for conf in m.head.conf:
+            conf.bias.view(-1, 4)[:, 0] += 1.0  # background-biased: most priors score low
+    return m
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("det")
+    from mfssd_deploy.checkpoint import save_checkpoint
+    from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
+
+    ckpt = save_checkpoint(tmp / "m.pt", trained_like_model())
+    imgs = tmp / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        img = (rng.random((200 + 40 * i, 300 - 20 * i, 3)) * 255).astype(np.uint8)
+        cv2.circle(img, (80, 90), 25 + 5 * i, (0, 0, 255), -1)
+        cv2.imwrite(str(imgs / f"{i}.jpg"), img)
+    run_export(
+        ExportRequest(model=ckpt, out_dir=tmp / "x", int8=True, calib=imgs, parity_images=sorted(imgs.iterdir()))
+    )
+    return {"pt": ckpt, "raw": tmp / "x" / "m.onnx", "e2e": tmp / "x" / "m.end2end.onnx",
+            "int8": tmp / "x" / "m.int8.end2end.onnx", "imgs": imgs}  # fmt: skip

@@ -9,56 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from helpers import same
 from test_lean_import import run_without_torch
 
 from mfssd_deploy import Detector
-from mfssd_deploy.checkpoint import save_checkpoint
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.exporters.parity import box_iou_np
-from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
-from mfssd_deploy.models import build_model
 from mfssd_deploy.results import Result
-
-
-def trained_like_model() -> torch.nn.Module:
-    """A narrow model whose outputs look like a trained one's: a few confident boxes per image."""
-    torch.manual_seed(0)
-    m = build_model("mfssd_bn", 4, width=0.125, class_names=("a", "b", "c")).eval()
-    with torch.no_grad():
-        for conf in m.head.conf:
-            conf.bias.view(-1, 4)[:, 0] += 1.0  # background-biased: most priors score low
-    return m
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    tmp = tmp_path_factory.mktemp("det")
-    ckpt = save_checkpoint(tmp / "m.pt", trained_like_model())
-    imgs = tmp / "imgs"
-    imgs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        img = (rng.random((200 + 40 * i, 300 - 20 * i, 3)) * 255).astype(np.uint8)
-        cv2.circle(img, (80, 90), 25 + 5 * i, (0, 0, 255), -1)
-        cv2.imwrite(str(imgs / f"{i}.jpg"), img)
-    run_export(
-        ExportRequest(model=ckpt, out_dir=tmp / "x", int8=True, calib=imgs, parity_images=sorted(imgs.iterdir()))
-    )
-    return {"pt": ckpt, "raw": tmp / "x" / "m.onnx", "e2e": tmp / "x" / "m.end2end.onnx",
-            "int8": tmp / "x" / "m.int8.end2end.onnx", "imgs": imgs}  # fmt: skip
-
-
-def same(a: list[Result], b: list[Result], iou: float = 0.99, tol: float = 1e-4) -> None:
-    assert [len(r) for r in a] == [len(r) for r in b]
-    for ra, rb in zip(a, b, strict=True):
-        if not len(ra):
-            continue
-        ious = box_iou_np(ra.boxes.astype(np.float64), rb.boxes.astype(np.float64))
-        for i in range(len(ra)):
-            cand = np.nonzero(rb.labels == ra.labels[i])[0]
-            j = cand[np.argmax(ious[i, cand])]
-            assert ious[i, j] >= iou and abs(ra.scores[i] - rb.scores[j]) <= tol
 
 
 def test_pt_raw_and_end2end_agree(artifacts: dict[str, Path]) -> None:

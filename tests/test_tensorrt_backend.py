@@ -12,24 +12,24 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from fake_tensorrt import add_fake_runtime, make_fake_tensorrt
+from helpers import same
 
 import mfssd_deploy.backends.tensorrt_backend as trt_backend
-from fake_tensorrt import add_fake_runtime, make_fake_tensorrt
 from mfssd_deploy import Detector
 from mfssd_deploy.errors import MfssdError
-from test_detector import artifacts, same  # noqa: F401  (fixture reuse)
 
 pytestmark = pytest.mark.contract
 
 
 class FakeGraph:
-    instances: list[FakeGraph] = []
+    instances: ClassVar[list[FakeGraph]] = []
 
     def __init__(self) -> None:
         self.ops: list[Any] = []
