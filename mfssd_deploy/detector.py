@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.inputs import ImageLike, load_images
 from mfssd_deploy.preprocess import preprocess_batch
 from mfssd_deploy.results import Result
+from mfssd_deploy.streaming import Frame
 
 BACKENDS = {".pt": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt"}
 
@@ -100,17 +101,42 @@ class Detector:
             chunk = arrays[start : start + self.batch_size]
             t0 = time.perf_counter()
             x = self.preprocess(chunk)
-            t1 = time.perf_counter()
-            outputs = self._infer(x)
-            t2 = time.perf_counter()
-            num, boxes, scores, classes = self._postprocess(outputs)
-            results += self._to_results(chunk, names[start : start + len(chunk)], num, boxes, scores, classes)
-            t3 = time.perf_counter()
-            timing["pre"] += (t1 - t0) * 1000
-            timing["infer"] += (t2 - t1) * 1000
-            timing["post"] += (t3 - t2) * 1000
+            timing["pre"] += (time.perf_counter() - t0) * 1000
+            results += self._run(x, chunk, names[start : start + len(chunk)], timing)
         self.last_timing = timing
         return results
+
+    def _run(self, x: np.ndarray, arrays: Sequence[np.ndarray], names: Sequence[str | None],
+             timing: dict[str, float]) -> list[Result]:  # fmt: skip
+        t1 = time.perf_counter()
+        outputs = self._infer(x)
+        t2 = time.perf_counter()
+        num, boxes, scores, classes = self._postprocess(outputs)
+        results = self._to_results(arrays, names, num, boxes, scores, classes)
+        timing["infer"] = timing.get("infer", 0.0) + (t2 - t1) * 1000
+        timing["post"] = timing.get("post", 0.0) + (time.perf_counter() - t2) * 1000
+        return results
+
+    def stream(self, source: str | int | os.PathLike[str], batch: int | None = None,
+               queue_size: int = 2) -> Iterator[Frame]:  # fmt: skip
+        """Frames of a video file, camera index, folder or glob, each with its Result, in order.
+
+        A background thread decodes and pre-processes the next batch (bounded queue) while the
+        current one runs. Unreadable files come through with `result=None` and `error` set.
+        """
+        from mfssd_deploy.streaming import open_source, prefetch
+
+        src = open_source(source)
+        size = batch or self.batch_size
+        for frames, x in prefetch(src.frames(), size, self.preprocess, queue_size):
+            if x is None:
+                yield from frames
+                continue
+            results = self._run(x, [f.image for f in frames if f.image is not None],
+                                [f.source for f in frames], {})  # fmt: skip
+            for f, r in zip(frames, results, strict=True):
+                f.result = r
+                yield f
 
     def preprocess(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         c = self.config

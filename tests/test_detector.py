@@ -9,12 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import same
-from test_lean_import import run_without_torch
 
 from mfssd_deploy import Detector
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.results import Result
+
+from helpers import same
+from test_lean_import import run_without_torch
 
 
 def test_pt_raw_and_end2end_agree(artifacts: dict[str, Path]) -> None:

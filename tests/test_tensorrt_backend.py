@@ -18,12 +18,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fake_tensorrt import add_fake_runtime, make_fake_tensorrt
-from helpers import same
 
 import mfssd_deploy.backends.tensorrt_backend as trt_backend
 from mfssd_deploy import Detector
 from mfssd_deploy.errors import MfssdError
+
+from fake_tensorrt import add_fake_runtime, make_fake_tensorrt
+from helpers import same
 
 pytestmark = pytest.mark.contract
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_tensorrt import make_fake_tensorrt
 
 from mfssd_deploy.checkpoint import save_checkpoint
 from mfssd_deploy.engine_meta import check_engine_compat, read_engine_meta
@@ -20,6 +19,8 @@ from mfssd_deploy.errors import MfssdError, MissingExtraError
 from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
 from mfssd_deploy.exporters.tensorrt_build import BuildRequest, build_engine, import_tensorrt, plan_build
 from mfssd_deploy.models import build_model
+
+from fake_tensorrt import make_fake_tensorrt
 
 pytestmark = pytest.mark.contract
 GPU_ORIN = ("Orin", (8, 7))
