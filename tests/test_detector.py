@@ -147,3 +147,24 @@ def test_lean_runtime_runs_end2end_without_torch(artifacts: dict[str, Path]) -> 
     expected = len(Detector(artifacts["e2e"])(str(img))[0])
     assert lines[0] == f"dets {expected}"
     assert len(lines) == 3 and all('pip install "mfssd-deploy[torch]"' in ln for ln in lines[1:])
+
+
+def test_provider_choice() -> None:
+    from mfssd_deploy.backends.onnxruntime_backend import choose_providers
+
+    cpu = choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], {}, None, {})
+    assert [n for n, _ in cpu] == ["CPUExecutionProvider"]
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    chosen = choose_providers(
+        "cuda", gpu, {"precision": "int8-qdq"}, "cache", {"CUDAExecutionProvider": {"device_id": 1}}
+    )
+    assert [n for n, _ in chosen] == gpu
+    trt = chosen[0][1]
+    assert trt["trt_int8_enable"] and not trt["trt_fp16_enable"] and trt["trt_engine_cache_path"] == "cache"
+    assert chosen[1][1] == {"device_id": 1}
+    cuda_only = choose_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], {}, None, {})
+    assert [n for n, _ in cuda_only] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(MfssdError, match=r'pip install "mfssd-deploy\[gpu\]"'):
+        choose_providers("cuda", ["CPUExecutionProvider"], {}, None, {})
+    with pytest.raises(MfssdError, match="use 'cpu' or 'cuda'"):
+        choose_providers("tpu", [], {}, None, {})

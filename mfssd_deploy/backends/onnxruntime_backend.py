@@ -25,7 +25,7 @@ def choose_providers(
     if "TensorrtExecutionProvider" in available:
         precision = meta.get("precision", "fp32")
         trt_opts: dict[str, Any] = {
-            "trt_fp16_enable": precision in ("fp16", "fp32-trt-fp16"),
+            "trt_fp16_enable": precision == "fp16",  # FP32 models: pass {"trt_fp16_enable": True} to opt in
             "trt_int8_enable": precision == "int8-qdq",  # explicit Q/DQ quantization
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": trt_cache_dir or os.path.join("engines", "ort_trt_cache"),
