@@ -29,8 +29,9 @@ def trained_like_model() -> torch.nn.Module:
     return m
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A narrow model exported once for the session: every layout and precision, plus its images."""
     tmp = tmp_path_factory.mktemp("det")
     from mfssd_deploy.checkpoint import save_checkpoint
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
@@ -44,7 +45,11 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         cv2.circle(img, (80, 90), 25 + 5 * i, (0, 0, 255), -1)
         cv2.imwrite(str(imgs / f"{i}.jpg"), img)
     run_export(
-        ExportRequest(model=ckpt, out_dir=tmp / "x", int8=True, calib=imgs, parity_images=sorted(imgs.iterdir()))
+        ExportRequest(
+            model=ckpt, out_dir=tmp / "x", int8=True, fp16=True, calib=imgs, parity_images=sorted(imgs.iterdir())
+        )
     )
-    return {"pt": ckpt, "raw": tmp / "x" / "m.onnx", "e2e": tmp / "x" / "m.end2end.onnx",
-            "int8": tmp / "x" / "m.int8.end2end.onnx", "imgs": imgs}  # fmt: skip
+    x = tmp / "x"
+    return {"pt": ckpt, "raw": x / "m.onnx", "e2e": x / "m.end2end.onnx", "int8_raw": x / "m.int8.onnx",
+            "int8": x / "m.int8.end2end.onnx", "fp16_raw": x / "m.fp16.onnx", "fp16": x / "m.fp16.end2end.onnx",
+            "imgs": imgs}  # fmt: skip

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 
 from mfssd_deploy.exporters.parity import box_iou_np
@@ -18,3 +21,21 @@ def same(a: list[Result], b: list[Result], iou: float = 0.99, tol: float = 1e-4)
             cand = np.nonzero(rb.labels == ra.labels[i])[0]
             j = cand[np.argmax(ious[i, cand])]
             assert ious[i, j] >= iou and abs(ra.scores[i] - rb.scores[j]) <= tol
+
+
+def assert_thread_safe(det: Any, images: list[np.ndarray], threads: int = 8) -> None:
+    """Concurrent calls from `threads` threads return exactly the serial results."""
+    serial = [det(img)[0] for img in images[:threads]]
+    got: dict[int, Result] = {}
+
+    def work(i: int) -> None:
+        for _ in range(3):
+            got[i] = det(images[i])[0]
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    for i in range(threads):
+        assert np.array_equal(got[i].boxes, serial[i].boxes) and np.array_equal(got[i].scores, serial[i].scores)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import cv2
@@ -12,9 +11,8 @@ import pytest
 
 from mfssd_deploy import Detector
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.results import Result
 
-from helpers import same
+from helpers import assert_thread_safe, same
 from test_lean_import import run_without_torch
 
 
@@ -112,20 +110,7 @@ def test_bad_models(tmp_path: Path, artifacts: dict[str, Path]) -> None:
 def test_threads_match_serial(artifacts: dict[str, Path]) -> None:
     det = Detector(artifacts["e2e"])
     imgs = [cv2.imread(str(p)) for p in sorted(artifacts["imgs"].iterdir())] * 2
-    serial = [det(img)[0] for img in imgs]
-    got: dict[int, Result] = {}
-
-    def work(i: int) -> None:
-        for _ in range(3):
-            got[i] = det(imgs[i])[0]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i in range(8):
-        assert np.array_equal(got[i].boxes, serial[i].boxes) and np.array_equal(got[i].scores, serial[i].scores)
+    assert_thread_safe(det, imgs)
 
 
 def test_lean_runtime_runs_end2end_without_torch(artifacts: dict[str, Path]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +23,7 @@ from mfssd_deploy import Detector
 from mfssd_deploy.errors import MfssdError
 
 from fake_tensorrt import add_fake_runtime, make_fake_tensorrt
-from helpers import same
+from helpers import assert_thread_safe, same
 
 pytestmark = pytest.mark.contract
 
@@ -145,17 +144,4 @@ def test_threads_share_one_context_safely(fake_cuda, artifacts, tmp_path, monkey
     install(monkeypatch, artifacts["e2e"], "end2end")
     det = Detector(make_engine(tmp_path, artifacts["e2e"]), device="cuda")
     imgs = [cv2.imread(str(p)) for p in sorted(artifacts["imgs"].iterdir())] * 2
-    serial = [det(img)[0] for img in imgs]
-    got: dict[int, Any] = {}
-
-    def work(i: int) -> None:
-        for _ in range(3):
-            got[i] = det(imgs[i])[0]
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i in range(8):
-        assert np.array_equal(got[i].boxes, serial[i].boxes) and np.array_equal(got[i].scores, serial[i].scores)
+    assert_thread_safe(det, imgs)
