@@ -132,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     samples = sample_images()
     import cv2
 
+    from mfssd_deploy.inputs import read_image
+
     for path, r in zip(samples, det([str(p) for p in samples]), strict=True):
         found = ", ".join(f"{n} {s:.2f}" for n, s in zip(r.names, r.scores, strict=True)) or "nothing"
         print(f"{path.name}: {len(r)} objects: {found}")
-        cv2.imwrite(str(out_dir / path.name), r.draw(cv2.imread(str(path))))
+        cv2.imwrite(str(out_dir / path.name), r.draw(read_image(path)))
     t = det.last_timing
     print(
         f"stage times for {len(samples)} images (batch {det.batch_size}): pre {t['pre']:.1f} ms, "

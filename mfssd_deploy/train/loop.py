@@ -266,6 +266,12 @@ def train(opt: TrainOptions) -> dict[str, Any]:
             pred = torch_predictor(model, str(device), channels_last=channels_last)
             res = evaluate(pred, val_src, max_images=opt.eval_images, progress=opt.progress)
             record["val"] = {"voc07_map": res["voc07_map"], "coco": res.get("coco", {})}
+            if opt.sparsity > 0:  # let users watch the gammas go to zero
+                from mfssd_deploy.train.sparsity import gamma_summary, plot_gammas
+
+                record["gammas"] = gamma_summary(model)
+                plot_gammas(model, str(out / f"gammas_epoch{epoch + 1:03d}.png"),
+                            f"epoch {epoch + 1}, sparsity {opt.sparsity:g}")  # fmt: skip
             log.info(
                 "epoch %d: val mAP@0.5 (VOC07) %.4f, COCO AP %.4f",
                 epoch + 1,
