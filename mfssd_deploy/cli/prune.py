@@ -1,0 +1,162 @@
+"""mfssd-prune: network slimming of a checkpoint (prune by BN scale), with a before/after table.
+
+Fixed budget:     mfssd-prune CKPT --ratio 0.3 --out pruned.pt        (fraction of channels removed)
+                  mfssd-prune CKPT --target-params 1500000 --out pruned.pt
+Accuracy-aware:   mfssd-prune CKPT --max-map-drop 1.0 --val DATA --out pruned.pt
+    searches the largest ratio whose mAP@0.5, after a short fine-tune on DATA's train split, stays
+    within D points of the unpruned model, and prints every step of the search.
+Fine-tune the result with: mfssd-train --finetune pruned.pt --data DATA
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mfssd_deploy.cli import run_cli
+from mfssd_deploy.errors import MfssdError
+
+
+def cpu_ms(model: Any, size: int, repeats: int = 5) -> float:
+    import torch
+
+    x = torch.randn(1, 3, size, size)
+    times = []
+    with torch.inference_mode():
+        for _ in range(2):  # warm-up: allocation and kernel choice
+            model(x)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def facts(model: Any) -> dict[str, float]:
+    from mfssd_deploy.complexity import measure
+    from mfssd_deploy.models import config_of
+
+    c = measure(model)
+    return {
+        "params": c.params,
+        "size_mb": c.size_mb,
+        "gmacs": c.gmacs,
+        "cpu_ms": cpu_ms(model, config_of(model).input_size),
+    }
+
+
+def format_table(before: dict[str, float], after: dict[str, float]) -> str:
+    rows = [
+        ("parameters", "params", "{:,.0f}"),
+        ("size MB (FP32)", "size_mb", "{:.2f}"),
+        ("G multiply-adds", "gmacs", "{:.3f}"),
+        ("CPU ms/image (PyTorch, batch 1)", "cpu_ms", "{:.1f}"),
+    ]
+    lines = ["| | before | after | after / before |", "|---|---:|---:|---:|"]
+    for label, key, fmt in rows:
+        lines.append(
+            f"| {label} | {fmt.format(before[key])} | {fmt.format(after[key])} | {after[key] / before[key]:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="mfssd-prune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("checkpoint", nargs="?", help="checkpoint to prune (default: the bundled demo model)")
+    budget = ap.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--ratio", type=float, help="fraction of prunable channels to remove, globally by |gamma|")
+    budget.add_argument("--target-params", type=int, help="prune until at most this many parameters remain")
+    budget.add_argument("--max-map-drop", type=float, help="largest pruning within D points of mAP@0.5 (needs --val)")
+    ap.add_argument("--out", required=True, help="pruned checkpoint to write")
+    ap.add_argument("--val", help="dataset for --max-map-drop (its train split fine-tunes, its val split scores)")
+    ap.add_argument("--search-epochs", type=int, default=2, help="fine-tune epochs per search step (default 2)")
+    ap.add_argument("--search-steps", type=int, default=4, help="bisection steps of the search (default 4)")
+    ap.add_argument("--eval-images", type=int, help="score on the first N val images only (faster search)")
+    ap.add_argument("--json", help="write the report to this file")
+    args = ap.parse_args(argv)
+    from mfssd_deploy.bundled import demo_model
+    from mfssd_deploy.checkpoint import load_model, save_checkpoint
+    from mfssd_deploy.fileio import sha256_file, write_json
+    from mfssd_deploy.prune import prune_model, pruning_record, widths_of
+
+    src = Path(args.checkpoint) if args.checkpoint else demo_model()
+    model = load_model(src)
+    report: dict[str, Any] = {"source": str(src)}
+    if args.max_map_drop is not None:
+        if not args.val:
+            raise MfssdError("--max-map-drop needs --val DATA (train split to fine-tune, val split to score)")
+        result, search = accuracy_search(src, model, args)
+        report["search"] = search
+    else:
+        result = prune_model(model, ratio=args.ratio, target_params=args.target_params)
+    before, after = facts(model), facts(result.model)
+    record = pruning_record(result, sha256_file(src), widths_of(model))
+    save_checkpoint(args.out, result.model, pruning=record, meta={"pruned_from": str(src)})
+    print(f"pruned {src.name}: {result.ratio:.3f} of the prunable channels removed -> {args.out}")
+    print(format_table(before, after))
+    print(f"fine-tune it: mfssd-train --finetune {args.out} --data DATA")
+    report.update(before=before, after=after, pruning=record, out=args.out)
+    if args.json:
+        write_json(args.json, report)
+    return 0
+
+
+def accuracy_search(src: Path, model: Any, args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
+    """Bisection on the channel ratio; each candidate is fine-tuned briefly, then scored."""
+    from mfssd_deploy.checkpoint import save_checkpoint
+    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
+    from mfssd_deploy.prune import prune_model
+    from mfssd_deploy.train.loop import TrainOptions, train
+
+    source = open_source(args.val, "val")
+    base = evaluate(torch_predictor(model), source, max_images=args.eval_images, coco=False, progress=False)[
+        "voc07_map"
+    ]
+    print(f"unpruned mAP@0.5 {base:.4f}; budget {args.max_map_drop:.2f} points")
+    lo, hi = 0.0, 0.9
+    best = None
+    steps = []
+    with tempfile.TemporaryDirectory(prefix="mfssd-prune.") as tmp:
+        for step in range(args.search_steps):
+            ratio = (lo + hi) / 2
+            cand = prune_model(model, ratio=ratio)
+            ckpt = save_checkpoint(Path(tmp) / f"r{step}.pt", cand.model)
+            train(TrainOptions(data=str(args.val), out=str(Path(tmp) / f"ft{step}"), finetune=str(ckpt),
+                               epochs=args.search_epochs, val_split=None, progress=False, warmup=0.05))  # fmt: skip
+            from mfssd_deploy.checkpoint import load_model
+
+            tuned = load_model(Path(tmp) / f"ft{step}" / "last.pt")
+            vmap = evaluate(torch_predictor(tuned), source, max_images=args.eval_images, coco=False,
+                            progress=False)["voc07_map"]  # fmt: skip
+            drop = 100 * (base - vmap)
+            ok = drop <= args.max_map_drop
+            steps.append({"ratio": ratio, "params": cand.params_after, "map": vmap, "drop_points": drop, "ok": ok})
+            print(f"step {step + 1}: ratio {ratio:.3f}, {cand.params_after:,} params ({cand.kept:.1%}), "
+                  f"mAP@0.5 {vmap:.4f} after {args.search_epochs} fine-tune epochs, drop {drop:+.2f}: "
+                  f"{'within' if ok else 'over'} budget")  # fmt: skip
+            if ok:
+                best = (cand, tuned)
+                lo = ratio
+            else:
+                hi = ratio
+    if best is None:
+        raise MfssdError(f"no pruning ratio kept mAP within {args.max_map_drop} points in {args.search_steps} steps")
+    cand, tuned = best
+    cand.model = tuned
+    return cand, steps
+
+
+def entry() -> None:
+    sys.exit(run_cli("mfssd-prune", main))
+
+
+if __name__ == "__main__":
+    entry()
