@@ -316,7 +316,7 @@ def _save(
     t_start: float,
     best_map: float,
 ) -> None:
-    """last.pt carries the optimizer state so --resume continues exactly; best.pt is weights only."""
+    """last.pt carries the optimizer state and step, so --resume continues the schedule; best.pt is weights only."""
     meta = {
         **meta_base,
         "epoch": epoch,
