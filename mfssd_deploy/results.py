@@ -53,8 +53,9 @@ class Result:
             text = f"{self.class_names[int(c)]} {s:.2f}"
             (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
             ty = max(y1, th + base)
-            cv2.rectangle(out, (x1, ty - th - base), (x1 + tw, ty), colour, -1)
-            cv2.putText(out, text, (x1, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+            tx = max(0, min(x1, out.shape[1] - tw))  # keep the label inside the image
+            cv2.rectangle(out, (tx, ty - th - base), (tx + tw, ty), colour, -1)
+            cv2.putText(out, text, (tx, ty - base), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         return out
 
 

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     writer = None
     video_tmp = None
     total = min(src.length, args.max_frames) if src.length and args.max_frames else src.length or args.max_frames
-    bar = tqdm(total=total, desc=f"detect {src.name}", unit="img", disable=args.no_progress)
+    bar = tqdm(total=total, desc=f"detect {src.name}", unit="img", disable=True if args.no_progress else None)
     try:
         for frame in det.stream(args.source if src.kind != "camera" else int(args.source), batch=args.batch):
             if args.max_frames is not None and frame.index >= args.max_frames:

@@ -278,7 +278,7 @@ def generate(
 
     out = Path(out)
     hists = {}
-    with tqdm(total=train + val, desc=f"synth -> {out}", unit="img", disable=not show_progress) as bar:
+    with tqdm(total=train + val, desc=f"synth -> {out}", unit="img", disable=None if show_progress else True) as bar:
         for split, n in (("train", train), ("val", val)):
             if n > 0:
                 hists[split] = _write_split(out, split, n, seed, spec, bar.update)

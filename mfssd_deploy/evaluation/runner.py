@@ -35,7 +35,9 @@ def predict_source(
 
     records = source.records[:max_images] if max_images else source.records
     out: dict[int, ImageDetections] = {}
-    with tqdm(total=len(records), desc=f"eval {source.name}", unit="img", disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=len(records), desc=f"eval {source.name}", unit="img", disable=None if progress else True, leave=False
+    ) as bar:
         for idx in _batches(len(records), batch_size):
             images, ids = [], []
             for i in idx:

@@ -57,7 +57,7 @@ class _Reader:
     def _gen(self) -> Iterator[dict[str, np.ndarray]]:
         from tqdm import tqdm
 
-        for f in tqdm(self.files, desc="calibrating", unit="img", leave=False):
+        for f in tqdm(self.files, desc="calibrating", unit="img", leave=False, disable=None):
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if img is None:
                 log.warning("calibration image skipped (unreadable): %s", f)

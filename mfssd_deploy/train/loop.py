@@ -211,7 +211,12 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         net.train()
         sums = {"loss": 0.0, "loc": 0.0, "conf": 0.0}
         seen, t_epoch = 0, time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opt.epochs}", disable=not (opt.progress and d.main), leave=True)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{opt.epochs}",
+            disable=None if (opt.progress and d.main) else True,
+            leave=True,
+        )
         for images, targets in bar:
             for g in optimizer.param_groups:
                 g["lr"] = base_lr * lr_factor(step, total_steps, opt.warmup, opt.milestones)
