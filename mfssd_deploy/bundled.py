@@ -9,6 +9,8 @@ from mfssd_deploy.errors import MfssdError
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_MODEL = ASSETS / "demo" / "mfssd_bn_w025_synth.pt"
 DEMO_MODEL_CARD = ASSETS / "demo" / "MODEL_CARD.md"
+PRUNED_DEMO_MODEL = ASSETS / "demo" / "mfssd_bn_w025_synth_pruned.pt"
+PRUNED_MODEL_CARD = ASSETS / "demo" / "MODEL_CARD_PRUNED.md"
 SAMPLES = ASSETS / "samples"
 
 
@@ -17,6 +19,13 @@ def demo_model() -> Path:
     if not DEMO_MODEL.is_file():
         raise MfssdError(f"the bundled demo model is missing ({DEMO_MODEL}); reinstall mfssd-deploy or pass --model")
     return DEMO_MODEL
+
+
+def pruned_demo_model() -> Path:
+    """The demo model after network slimming (sparse training, pruning, fine-tuning)."""
+    if not PRUNED_DEMO_MODEL.is_file():
+        raise MfssdError(f"the bundled pruned demo model is missing ({PRUNED_DEMO_MODEL}); reinstall mfssd-deploy")
+    return PRUNED_DEMO_MODEL
 
 
 def sample_images() -> list[Path]:

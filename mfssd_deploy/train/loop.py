@@ -264,6 +264,10 @@ def train(opt: TrainOptions) -> dict[str, Any]:
             "images_per_s": seen * d.world / max(time.time() - t_epoch, 1e-9),
             "elapsed_s": time.time() - t_start,
         }
+        if d.main:  # one line per epoch: what a log file shows when the progress bar is off (no TTY)
+            log.info("epoch %d/%d: loss %.3f (loc %.3f, conf %.3f), %.1f img/s, lr %.4g", epoch + 1, opt.epochs,
+                     record["loss"], record["loc"], record["conf"], record["images_per_s"],
+                     optimizer.param_groups[0]["lr"])  # fmt: skip
         last_epoch = stop or epoch + 1 == opt.epochs
         if d.main and val_src is not None and ((epoch + 1) % max(1, opt.eval_every) == 0 or last_epoch):
             from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
