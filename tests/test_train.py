@@ -214,3 +214,14 @@ def test_torchrun_two_processes_on_cpu(tiny_data: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     ck = read_checkpoint(tmp_path / "last.pt")
     assert ck["train_state"]["step"] == 4  # 32 images / global batch 8; each rank ran 4 steps of 4
+
+
+def test_finetune_carries_the_pruning_record(tiny_data: Path, tmp_path: Path) -> None:
+    from mfssd_deploy.checkpoint import save_checkpoint
+
+    names = ("circle", "ring", "triangle", "square", "star", "cross")
+    src = save_checkpoint(tmp_path / "p.pt", build_model("mfssd_bn", 7, width=0.125, class_names=names),
+                          pruning={"channel_ratio": 0.3})  # fmt: skip
+    train(TrainOptions(data=str(tiny_data), out=str(tmp_path / "ft"), epochs=1, batch=8, workers=0, val_split=None,
+                       progress=False, finetune=str(src), max_steps=1))  # fmt: skip
+    assert read_checkpoint(tmp_path / "ft" / "last.pt")["pruning"] == {"channel_ratio": 0.3}

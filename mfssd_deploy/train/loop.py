@@ -201,6 +201,8 @@ def train(opt: TrainOptions) -> dict[str, Any]:
         "train_args": {k: v for k, v in asdict(opt).items() if k not in ("extra_meta",)},
         **opt.extra_meta,
     }
+    # A fine-tuned pruned model keeps the record of its pruning in every checkpoint it produces.
+    pruning = start_ckpt.get("pruning") if start_ckpt is not None else None
     t_start = time.time()
     stop = False
     from tqdm import tqdm
@@ -289,7 +291,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
             )
         history.append(record)
         if d.main:
-            _save(out, model, cfg, opt, optimizer, step, epoch + 1, history, meta_base, t_start, best_map)
+            _save(out, model, cfg, opt, optimizer, step, epoch + 1, history, meta_base, t_start, best_map, pruning)
             vmap = record.get("val", {}).get("voc07_map", float("nan"))
             if not math.isnan(vmap) and vmap > best_map:
                 best_map = vmap
@@ -300,7 +302,7 @@ def train(opt: TrainOptions) -> dict[str, Any]:
                     "metrics": record.get("val", {}),
                     "train_time_s": time.time() - t_start,
                 }
-                save_checkpoint(out / "best.pt", model, config=cfg, meta=meta)
+                save_checkpoint(out / "best.pt", model, config=cfg, meta=meta, pruning=pruning)
             with atomic_path(out / "log.jsonl") as tmp:
                 tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
         if stop:
@@ -324,6 +326,7 @@ def _save(
     meta_base: dict[str, Any],
     t_start: float,
     best_map: float,
+    pruning: dict[str, Any] | None,
 ) -> None:
     """last.pt carries the optimizer state and step, so --resume continues the schedule; best.pt is weights only."""
     meta = {
@@ -334,4 +337,4 @@ def _save(
         "train_time_s": time.time() - t_start,
     }
     state = {"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch, "best_map": best_map}
-    save_checkpoint(out / "last.pt", model, config=cfg, meta=meta, extra={"train_state": state})
+    save_checkpoint(out / "last.pt", model, config=cfg, meta=meta, extra={"train_state": state}, pruning=pruning)
