@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mfssd_deploy.boxes import decode
@@ -77,7 +77,7 @@ def assert_same(got, ref, atol: float = 1e-5) -> None:  # type: ignore[no-untype
     batch=st.integers(1, 4),
     priors_n=st.integers(1, 120),
     classes=st.integers(2, 6),
-    temp=st.floats(0.5, 6.0),
+    temp=st.floats(0.5, 3.0),
     conf=st.sampled_from([0.01, 0.2, 0.5, 0.9]),
     iou=st.sampled_from([0.3, 0.45, 0.7]),
     max_det=st.sampled_from([1, 5, 200]),
@@ -85,6 +85,9 @@ def assert_same(got, ref, atol: float = 1e-5) -> None:  # type: ignore[no-untype
 )
 def test_equals_reference_loop(seed, batch, priors_n, classes, temp, conf, iou, max_det, topk) -> None:  # type: ignore[no-untyped-def]
     loc, scores, priors = random_inputs(seed, batch, priors_n, classes, temp)
+    # Equal float32 scores make the order at a cut (top-k, max_det) arbitrary in any implementation.
+    fg = scores[..., 1:].numpy()
+    assume(all(np.unique(fg[b]).size == fg[b].size for b in range(batch)))
     got = postprocess(loc, scores, priors, conf_thresh=conf, iou_thresh=iou, max_det=max_det, pre_nms_topk=topk)
     assert got.boxes.shape == (batch, max_det, 4) and got.num_dets.dtype == torch.int32
     assert_same(got, reference(loc, scores, priors, conf, iou, max_det, topk))
