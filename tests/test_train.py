@@ -181,6 +181,11 @@ def test_eval_cli_class_mismatch(tiny_data: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tiny_data: Path, tmp_path: Path) -> None:
     """The same script under torchrun: DDP + DistributedSampler with the gloo backend."""
+    import socket
+
+    with socket.socket() as s:  # a free port, so parallel runs on one machine do not collide
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -189,7 +194,7 @@ def test_torchrun_two_processes_on_cpu(tiny_data: Path, tmp_path: Path) -> None:
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        port,
         "-m",
         "mfssd_deploy.cli.train",
         "--data",
