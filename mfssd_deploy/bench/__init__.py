@@ -1,0 +1,1 @@
+"""Benchmark building blocks (the `mfssd-bench --fps` harness is assembled from these)."""
