@@ -1,0 +1,88 @@
+"""The peers every speed figure is compared with, run in the same process on the same images.
+
+1. torchvision `ssd300_vgg16` end to end (its own transform, heads and post-processing): what a
+   user would pick instead (weights are irrelevant to speed).
+2. Eager PyTorch MFSSD(-BN) with the reference SSD post-processing: per image, per class, a greedy
+   NMS loop (as in the original SSD code, which keeps the best 200 per class): the paper's own path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mfssd_deploy.boxes import box_iou, decode
+from mfssd_deploy.preprocess import preprocess_batch
+
+
+def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float, top_k: int = 200) -> torch.Tensor:
+    """Indices kept by greedy NMS over the `top_k` best boxes, highest score first (reference SSD)."""
+    order = scores.argsort(descending=True)[:top_k]
+    keep: list[int] = []
+    while order.numel() > 0:
+        i = int(order[0])
+        keep.append(i)
+        if order.numel() == 1:
+            break
+        rest = order[1:]
+        overlap = box_iou(boxes[i : i + 1], boxes[rest])[0]
+        order = rest[overlap <= iou]
+    return torch.tensor(keep, dtype=torch.long)
+
+
+class EagerReferencePeer:
+    """Eager PyTorch model + the reference per-image, per-class greedy NMS loop."""
+
+    name = "eager PyTorch + reference NMS loop"
+
+    def __init__(self, model: torch.nn.Module, conf: float = 0.01, iou: float = 0.45, max_det: int = 200) -> None:
+        from mfssd_deploy.models import config_of
+        from mfssd_deploy.priors import priors_tensor
+
+        self.model = model.eval()
+        self.cfg = config_of(model)
+        self.priors = priors_tensor(self.cfg.priors)
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[np.ndarray]) -> list[list[tuple[int, float, list[float]]]]:
+        c = self.cfg
+        x = torch.from_numpy(preprocess_batch(images, c.input_size, c.mean, c.std, c.color))
+        loc, logits = self.model(x)
+        scores = logits.softmax(-1)
+        out = []
+        for b in range(x.shape[0]):
+            boxes = decode(loc[b], self.priors, c.priors.variances)
+            dets: list[tuple[int, float, list[float]]] = []
+            for cls in range(1, scores.shape[2]):
+                s = scores[b, :, cls]
+                mask = s > self.conf
+                if not mask.any():
+                    continue
+                cand_boxes, cand_scores = boxes[mask], s[mask]
+                for k in greedy_nms(cand_boxes, cand_scores, self.iou).tolist():
+                    dets.append((cls - 1, float(cand_scores[k]), cand_boxes[k].tolist()))
+            dets.sort(key=lambda d: -d[1])
+            out.append(dets[: self.max_det])
+        return out
+
+
+class TorchvisionSSDPeer:
+    """torchvision's ssd300_vgg16, end to end on BGR uint8 images (random weights: speed only)."""
+
+    name = "torchvision ssd300_vgg16"
+
+    def __init__(self, num_classes: int = 21) -> None:
+        from torchvision.models.detection import ssd300_vgg16
+
+        self.model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes).eval()
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        tensors = [
+            torch.from_numpy(np.ascontiguousarray(img[..., ::-1])).permute(2, 0, 1).float() / 255 for img in images
+        ]
+        return list(self.model(tensors))
