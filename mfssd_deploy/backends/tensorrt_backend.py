@@ -144,4 +144,5 @@ class TensorRTBackend:
         self.stream.synchronize()
         if self.layout == "raw":
             return outs
-        return [bufs.tensors[n].cpu().numpy() for n in self.outputs]
+        # copy=True: the buffers are reused by the next call, and .cpu() of a host tensor would alias them.
+        return [bufs.tensors[n].to("cpu", copy=True).numpy() for n in self.outputs]
