@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from mfssd_deploy.cli import run_cli
@@ -42,18 +41,13 @@ def print_table(rows: list[dict[str, object]]) -> None:
 def time_forward(repeats: int = 3) -> list[float]:
     import torch
 
+    from mfssd_deploy.bench.stats import time_calls
     from mfssd_deploy.models import build_model
 
     model = build_model("mfssd_bn").eval()
     x = torch.randn(1, 3, 300, 300)
-    times = []
-    with torch.inference_mode():
-        model(x)  # warm-up: first call allocates and picks kernels
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t) * 1000)
-    return times
+    with torch.inference_mode():  # one warm-up: the first call allocates and picks kernels
+        return [s * 1000 for s in time_calls(lambda: model(x), warmup=1, iters=repeats)]
 
 
 def demo_data(workdir: Path, val: int, calib: int) -> Path:

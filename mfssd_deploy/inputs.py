@@ -13,6 +13,12 @@ import numpy as np
 from mfssd_deploy.errors import MfssdError
 
 ImageLike = str | os.PathLike[str] | np.ndarray
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files below `folder` (recursively, by suffix), sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

@@ -20,11 +20,10 @@ import cv2
 import numpy as np
 
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.inputs import read_image
+from mfssd_deploy.inputs import IMAGE_SUFFIXES, image_files, read_image
 from mfssd_deploy.results import Result
 
 log = logging.getLogger("mfssd_deploy")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
@@ -60,7 +59,7 @@ def open_source(source: str | int | os.PathLike[str]) -> Source:
     if not p.exists():
         raise MfssdError(f"source not found: {p} (a video, a camera index, a folder, a glob or an image)")
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(p)
         if not files:
             raise MfssdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
         return _files_source(files, p.name)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mfssd_deploy.exporters.parity import box_iou_np
+from mfssd_deploy.evaluation.voc import box_iou_np
 from mfssd_deploy.results import Result
 
 

@@ -43,16 +43,6 @@ def stage_row(label: str, ckpt: Path, data: Path, calib: Path, tmp: Path, val_im
     }  # fmt: skip
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def markdown(rows: list[dict[str, Any]], env: dict[str, str]) -> str:
     lines = [
         "# Compression report (demo models, synthetic small-object validation set)",
@@ -93,9 +83,10 @@ def main() -> None:
     args = ap.parse_args()
     import os
 
+    from mfssd_deploy.bench.stats import cpu_name
     from mfssd_deploy.fileio import write_json
 
-    env = {"cpu": _cpu_name(), "threads": str(os.cpu_count()),
+    env = {"cpu": cpu_name(), "threads": str(os.cpu_count()),
            "python": platform.python_version()}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mfssd-compress.") as tmp:
         rows = [stage_row(label, ck, args.data, args.data / "train", Path(tmp), args.val_images)

@@ -14,7 +14,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,11 @@ from mfssd_deploy.errors import MfssdError
 def cpu_ms(model: Any, size: int, repeats: int = 5) -> float:
     import torch
 
+    from mfssd_deploy.bench.stats import time_calls
+
     x = torch.randn(1, 3, size, size)
-    times = []
-    with torch.inference_mode():
-        for _ in range(2):  # warm-up: allocation and kernel choice
-            model(x)
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+    with torch.inference_mode():  # two warm-up calls: allocation and kernel choice
+        return statistics.median(time_calls(lambda: model(x), warmup=2, iters=repeats)) * 1000
 
 
 def facts(model: Any) -> dict[str, float]:

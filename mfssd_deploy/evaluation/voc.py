@@ -25,13 +25,14 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07: bool = True) -> fl
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lt = np.maximum(box[:2], boxes[:, :2])
-    rb = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(1)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, np.finfo(np.float64).tiny)
+def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of xyxy boxes a [N,4] and b [M,4] -> [N,M], no +1 pixel convention (numpy: lean runtime)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(2)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, np.finfo(np.float64).tiny)
 
 
 def class_pr(
@@ -54,7 +55,7 @@ def class_pr(
         if len(gt_boxes) == 0:
             fp[k] = 1
             continue
-        ious = _iou(boxes[d], gt_boxes.astype(np.float64))
+        ious = box_iou_np(boxes[d : d + 1], gt_boxes.astype(np.float64))[0]
         j = int(np.argmax(ious))
         if ious[j] > iou_thresh:
             if difficult[j]:

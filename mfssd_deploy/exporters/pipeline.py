@@ -199,16 +199,11 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
 
 def _time_ms(session: Any, x: np.ndarray, runs: int) -> float | None:
     """Median ms of one batch-1 inference on ONNX Runtime CPU after two warm-up runs (a snapshot, not a benchmark)."""
+    from mfssd_deploy.bench.stats import time_calls
+
     if runs <= 0:
         return None
-    for _ in range(2):
-        session.run(None, {"images": x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        session.run(None, {"images": x})
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
+    return float(np.median(time_calls(lambda: session.run(None, {"images": x}), warmup=2, iters=runs))) * 1000
 
 
 def _calib_meta(req: ExportRequest) -> dict[str, Any]:

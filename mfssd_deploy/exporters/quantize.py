@@ -20,10 +20,10 @@ import onnx
 
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.inputs import IMAGE_SUFFIXES, image_files
 from mfssd_deploy.preprocess import preprocess_batch
 
 log = logging.getLogger("mfssd_deploy.export")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 METHODS = ("minmax", "entropy", "percentile")
 # QuantizeBias=False keeps conv biases in FP32: TensorRT's parser dequantizes only INT8 tensors (an
 # INT32 bias DequantizeLinear does not parse), and ONNX Runtime CPU is as fast either way (measured:
@@ -37,8 +37,8 @@ def list_images(folder: str | os.PathLike[str], limit: int | None = None) -> lis
     """Image files of a folder (recursively), evenly spread over the sorted list when limited."""
     root = Path(folder)
     if not root.is_dir():
-        raise MfssdError(f"calibration folder not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        raise MfssdError(f"image folder not found: {root}")
+    files = image_files(root)
     if not files:
         raise MfssdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
     if limit is not None and limit < len(files):
