@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +30,8 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def measure(model: nn.Module, input_size: int = 300) -> Complexity:
+def conv_macs(forward: Callable[[torch.Tensor], Any], model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds of `model`'s convs and linears while `forward(x)` runs (hooks on a real forward)."""
     macs = 0
 
     def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
@@ -43,11 +46,17 @@ def measure(model: nn.Module, input_size: int = 300) -> Complexity:
     was_training = model.training
     try:
         model.eval()
-        device = next(model.parameters()).device
-        model(torch.zeros(1, 3, input_size, input_size, device=device))
+        forward(x)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
+    return macs
+
+
+@torch.no_grad()
+def measure(model: nn.Module, input_size: int = 300) -> Complexity:
+    device = next(model.parameters()).device
+    macs = conv_macs(model, model, torch.zeros(1, 3, input_size, input_size, device=device))
     params = count_params(model)
     return Complexity(params=params, macs=macs, size_mb=params * 4 / 2**20)

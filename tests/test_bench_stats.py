@@ -32,22 +32,15 @@ def test_environment_and_peak() -> None:
     assert peak_fp32_gflops(n=256, repeats=2) > 1.0
 
 
-def test_bench_row_follows_the_contract(artifacts: dict) -> None:  # type: ignore[type-arg]
-    import cv2
-
+def test_model_facts_are_the_measured_architecture(artifacts: dict) -> None:  # type: ignore[type-arg]
     from mfssd_deploy import Detector
-    from mfssd_deploy.bench.rows import bench_detector
+    from mfssd_deploy.bench.facts import model_facts
     from mfssd_deploy.complexity import measure
-    from mfssd_deploy.models import build_from_config
+    from mfssd_deploy.models import build_from_config, build_model
 
-    det = Detector(artifacts["int8"], batch_size=4)
-    imgs = [cv2.imread(str(p)) for p in sorted(artifacts["imgs"].iterdir())]
-    row = bench_detector(det, imgs, batch=4, iters=3, peak_gflops=100.0)
-    assert {"model", "backend", "precision", "layout", "batch", "images_per_s", "latency_ms", "stages_ms", "gflops",
-            "params", "size_mb"} <= set(row)  # fmt: skip
-    assert row["precision"] == "int8-qdq" and row["layout"] == "end2end" and row["iters"] == 3
-    assert set(row["latency_ms"]) == {"mean", "p50", "p90", "p99"} and set(row["stages_ms"]) == {"pre", "infer", "post"}
+    det = Detector(artifacts["int8"])
     c = measure(build_from_config(det.config))
-    assert row["params"] == c.params and row["gflops"] == pytest.approx(c.gflops)
-    assert row["fraction_of_peak"] == pytest.approx(row["achieved_gflops_per_s"] / 100.0)
-    assert sum(row["stages_ms"].values()) <= row["latency_ms"]["p99"] * 1.5
+    assert model_facts(det.config) == (c.params, pytest.approx(c.gflops))
+    full = build_model("mfssd_bn")
+    params, gflops = model_facts(full.config)
+    assert params == 33_713_888 and gflops == pytest.approx(2 * 39.516, abs=0.01)

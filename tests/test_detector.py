@@ -153,3 +153,8 @@ def test_provider_choice() -> None:
         choose_providers("cuda", ["CPUExecutionProvider"], {}, None, {})
     with pytest.raises(MfssdError, match="use 'cpu' or 'cuda'"):
         choose_providers("tpu", [], {}, None, {})
+    with pytest.raises(MfssdError, match=r"GPUs and TensorRT do not run: on a GPU use the \.int8"):
+        choose_providers("cuda", gpu, {"precision": "int8-qdq-u8"}, None, {})
+    assert [n for n, _ in choose_providers("cpu", gpu, {"precision": "int8-qdq-u8"}, None, {})] == [
+        "CPUExecutionProvider"
+    ]

@@ -172,6 +172,28 @@ def test_int8_is_symmetric_per_channel_qdq(
     assert np.abs(s8 - s32).max() < 0.2 and np.corrcoef(loc8.ravel(), loc32.ravel())[0, 1] > 0.95
 
 
+def test_int8_u8_activations_for_onnx_runtime_cpu(model: torch.nn.Module, raw: onnx.ModelProto, images: Path) -> None:
+    """The CPU-tuned variant: uint8 activations with real zero points, int8 symmetric weights, same accuracy."""
+    from mfssd_deploy.exporters.quantize import list_images
+    from mfssd_deploy.exporters.trt_lint import lint, tables
+
+    q = quantize_int8(raw, model.config, list_images(images), activations="u8")
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in q.graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.dtype == np.uint8 for z in zero_points) and any(z.any() for z in zero_points)
+    producers = {o: n for n in q.graph.node for o in n.output}
+    conv = next(n for n in q.graph.node if n.op_type == "Conv")
+    weight_zp = inits[producers[conv.input[1]].input[2]]
+    assert weight_zp.dtype == np.int8 and not weight_zp.any()
+    x = np.random.default_rng(2).normal(size=(1, 3, 300, 300)).astype(np.float32)
+    (loc8, s8), (loc32, s32) = run(q, x), run(raw, x)
+    assert np.abs(s8 - s32).max() < 0.2 and np.corrcoef(loc8.ravel(), loc32.ravel())[0, 1] > 0.95
+    # TensorRT rejects it (that is why it is a separate, CPU-only artifact)
+    assert any("zero point" in str(p) for p in lint(q, next(iter(tables()))))
+    with pytest.raises(MfssdError, match="choose s8"):
+        quantize_int8(raw, model.config, [], activations="u4")
+
+
 def test_int8_keep_fp32_nodes(model: torch.nn.Module, raw: onnx.ModelProto, images: Path) -> None:
     from mfssd_deploy.exporters.quantize import list_images, resolve_nodes
 
@@ -212,15 +234,19 @@ def test_cli_writes_artifacts_and_fails_loudly(
     ckpt = save_checkpoint(tmp_path / "tiny.pt", model)
     out = tmp_path / "export"
     args = ["--model", str(ckpt), "--out-dir", str(out), "--parity-images", str(images)]
-    assert export_main([*args, "--int8", "--calib", str(images), "--json", str(tmp_path / "r.json")]) == 0
+    assert export_main([*args, "--int8", "--int8-cpu", "--calib", str(images), "--json", str(tmp_path / "r.json")]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == [
         "tiny.end2end.onnx",
         "tiny.int8.calib.json",
         "tiny.int8.end2end.onnx",
         "tiny.int8.onnx",
+        "tiny.int8u8.end2end.onnx",
+        "tiny.int8u8.onnx",
         "tiny.onnx",
     ]
+    meta_u8 = ox.read_metadata(onnx.load(out / "tiny.int8u8.end2end.onnx"))
+    assert meta_u8["precision"] == "int8-qdq-u8" and meta_u8["calibration"]["method"] == "minmax"
     meta = ox.read_metadata(onnx.load(out / "tiny.int8.end2end.onnx"))
     assert meta["layout"] == "end2end" and meta["precision"] == "int8-qdq" and meta["opset"] == 17
     import json

@@ -22,8 +22,13 @@ def choose_providers(
     if device != "cuda":
         raise MfssdError(f"device {device!r}: use 'cpu' or 'cuda'")
     chosen: list[tuple[str, dict[str, Any]]] = []
+    precision = meta.get("precision", "fp32")
+    if precision == "int8-qdq-u8":
+        raise MfssdError(
+            "this is the CPU-tuned INT8 model (uint8 activations), which GPUs and TensorRT do not run: on a GPU use "
+            "the .int8 (symmetric) model, or device='cpu'"
+        )
     if "TensorrtExecutionProvider" in available:
-        precision = meta.get("precision", "fp32")
         trt_opts: dict[str, Any] = {
             "trt_fp16_enable": precision == "fp16",  # FP32 models: pass {"trt_fp16_enable": True} to opt in
             "trt_int8_enable": precision == "int8-qdq",  # explicit Q/DQ quantization

@@ -29,6 +29,10 @@ log = logging.getLogger("mfssd_deploy.export")
 RAW_TOL = 1e-4
 
 
+# file-name suffix per precision; "int8-qdq-u8" is the CPU-only variant (uint8 activations)
+SUFFIXES = {"fp32": "", "int8-qdq": ".int8", "int8-qdq-u8": ".int8u8", "fp16": ".fp16"}
+
+
 @dataclass
 class ExportRequest:
     model: Path
@@ -42,6 +46,7 @@ class ExportRequest:
     pre_nms_topk: int | None = None
     fp32: bool = True
     int8: bool = False
+    int8_cpu: bool = False  # also the u8-activation INT8 variant (ONNX Runtime CPU's fast path; not TensorRT)
     calib: Path | None = None
     calib_num: int = 200
     calib_method: str = "minmax"
@@ -143,6 +148,10 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
         log.info("INT8: calibrating on %d images from %s (%s)", len(files), req.calib, req.calib_method)
         q = quantize_int8(raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, cache_path=calib_cache)
         variants.append(("int8-qdq", q))
+        if req.int8_cpu:
+            log.info("INT8 for ONNX Runtime CPU: uint8 activations")
+            qu = quantize_int8(raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, activations="u8")
+            variants.append(("int8-qdq-u8", qu))
     if req.fp16:
         from mfssd_deploy.exporters.fp16 import to_fp16
 
@@ -152,7 +161,7 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
     for precision, base in variants:
         for layout in req.layouts:
             proto = base if layout == "raw" else ox.to_end2end(base, cfg)
-            suffix = {"fp32": "", "int8-qdq": ".int8", "fp16": ".fp16"}[precision]
+            suffix = SUFFIXES[precision]
             path = req.out_dir / f"{name}{suffix}{'.end2end' if layout == 'end2end' else ''}.onnx"
             meta = ox.make_metadata(
                 cfg,
@@ -160,7 +169,7 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
                 precision,
                 sha,
                 opset=req.opset,
-                calibration=_calib_meta(req) if precision == "int8-qdq" else None,
+                calibration=_calib_meta(req) if precision.startswith("int8") else None,
             )
             ox.set_metadata(proto, meta)
             ox.check(proto)
@@ -297,4 +306,6 @@ def _accuracy(req: ExportRequest, artifacts: list[dict[str, Any]]) -> dict[str, 
     by_prec = {v["precision"]: v["voc07_map"] for v in results.values()}
     if "fp32" in by_prec and "int8-qdq" in by_prec:
         out["int8_map_drop_points"] = 100 * (by_prec["fp32"] - by_prec["int8-qdq"])
+    if "fp32" in by_prec and "int8-qdq-u8" in by_prec:
+        out["int8_u8_map_drop_points"] = 100 * (by_prec["fp32"] - by_prec["int8-qdq-u8"])
     return out

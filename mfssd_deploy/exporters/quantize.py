@@ -98,10 +98,18 @@ def quantize_int8(
     method: str = "minmax",
     keep_fp32: Sequence[str] = (),
     cache_path: Path | None = None,
+    activations: str = "s8",
 ) -> onnx.ModelProto:
-    """The raw FP32 model with Q/DQ pairs; calibration ranges are read from / written to cache_path."""
+    """The raw FP32 model with Q/DQ pairs; calibration ranges are read from / written to cache_path.
+
+    activations "s8": symmetric int8 (what TensorRT requires; runs everywhere). "u8": asymmetric
+    uint8 activations with int8 weights, ONNX Runtime CPU's fast path (its VNNI kernels multiply
+    u8 x s8; measured here 27% faster than s8 x s8 on the full-size model), not loadable by TensorRT.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    if activations not in ("s8", "u8"):
+        raise MfssdError(f"INT8 activations {activations!r}: choose s8 (TensorRT) or u8 (ONNX Runtime CPU)")
     if method not in METHODS:
         raise MfssdError(f"--calib-method {method!r}: choose one of {', '.join(METHODS)}")
     calib = {
@@ -125,12 +133,16 @@ def quantize_int8(
                 _Reader(calib_files, cfg),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(QUANT_OPS),
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 calibrate_method=calib,
                 nodes_to_exclude=resolve_nodes(raw_fp32, keep_fp32),
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                extra_options={
+                    "ActivationSymmetric": activations == "s8",
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,
+                },
                 **kwargs,
             )
         finally:

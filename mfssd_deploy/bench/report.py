@@ -1,0 +1,250 @@
+"""Reading a benchmark run: the targets of BENCHMARKS.md as PASS/FAIL lines, ratios, table, CSV, plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SPEEDUP_TARGET = 5.0  # best full-size artifact within the accuracy budgets / torchvision ssd300_vgg16
+PRE_POST_SHARE = 0.05  # pre + post of end-to-end time at batch 8
+INT8_MAX_DROP = 0.5  # mAP@0.5 points vs FP32
+PRUNED_MAX_DROP = 1.0  # mAP@0.5 points vs unpruned
+PRUNED_MIN_REDUCTION = 0.33  # fraction of parameters removed
+TORCHVISION = "torchvision ssd300_vgg16"
+REFERENCE = "MFSSD-BN eager + reference NMS loop"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    status: str  # PASS | FAIL | UNCHECKED
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.status:9s} {self.name}: {self.detail}"
+
+
+def label(row: dict[str, Any]) -> str:
+    if row["group"] == "peer":
+        return str(row["model"])
+    dev = "" if row.get("device", "cpu") == "cpu" else f" {row['device']}"
+    return f"{row['group']} {row['format']}{dev}"
+
+
+def _acc(rows: Sequence[dict[str, Any]], group: str, fmt: str) -> float | None:
+    for r in rows:
+        if r["group"] == group and r["format"] == fmt and r.get("map") is not None:
+            return float(r["map"])
+    return None
+
+
+def _params(rows: Sequence[dict[str, Any]], group: str) -> int | None:
+    return next((int(r["params"]) for r in rows if r["group"] == group and r.get("params")), None)
+
+
+Budgets = dict[str, "bool | None"]  # "pruned", and "GROUP FORMAT" for each INT8 format of a demo group
+
+
+def _int8_formats(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return sorted({r["format"] for r in rows if str(r.get("precision", "")).startswith("int8")})
+
+
+def accuracy_budgets(rows: Sequence[dict[str, Any]]) -> tuple[list[Target], Budgets]:
+    """INT8 and pruning budgets on the trained demo models, and which full-size variants they admit."""
+    targets: list[Target] = []
+    ok: Budgets = {"pruned": None}
+    for group in ("demo", "demo-pruned"):
+        for fmt in _int8_formats(rows):
+            fp32, int8 = _acc(rows, group, "fp32-e2e"), _acc(rows, group, fmt)
+            name = f"INT8 accuracy ({group} {fmt}: mAP@0.5 drop <= {INT8_MAX_DROP} points vs FP32)"
+            if fp32 is None or int8 is None:
+                ok[f"{group} {fmt}"] = None
+                targets.append(Target(name, "UNCHECKED", "no accuracy in this run (add --val)"))
+                continue
+            drop = (fp32 - int8) * 100
+            ok[f"{group} {fmt}"] = drop <= INT8_MAX_DROP
+            targets.append(Target(name, "PASS" if drop <= INT8_MAX_DROP else "FAIL",
+                                  f"FP32 {fp32:.4f} -> INT8 {int8:.4f}, drop {drop:+.2f} points"))  # fmt: skip
+    name = f"pruned accuracy (>= {PRUNED_MIN_REDUCTION:.0%} fewer parameters, mAP@0.5 drop <= {PRUNED_MAX_DROP} points)"
+    base, pruned = _acc(rows, "demo", "fp32-e2e"), _acc(rows, "demo-pruned", "fp32-e2e")
+    pu, pp = _params(rows, "demo"), _params(rows, "demo-pruned")
+    if base is None or pruned is None or not pu or not pp:
+        targets.append(Target(name, "UNCHECKED", "needs demo and demo-pruned with --val"))
+    else:
+        drop, fewer = (base - pruned) * 100, 1 - pp / pu
+        ok["pruned"] = drop <= PRUNED_MAX_DROP and fewer >= PRUNED_MIN_REDUCTION
+        targets.append(Target(name, "PASS" if ok["pruned"] else "FAIL",
+                              f"{pu:,} -> {pp:,} parameters ({fewer:.1%} fewer), mAP@0.5 {base:.4f} -> {pruned:.4f} "
+                              f"(drop {drop:+.2f} points)"))  # fmt: skip
+    return targets, ok
+
+
+def _eligible(row: dict[str, Any], ok: Budgets) -> bool | None:
+    """Whether a full-size row's precision and pruning stay within the budgets measured on the demo:
+    a pruned row needs the pruning budget; an INT8 row needs its format's budget on the matching demo."""
+    pruned = row["group"] == "full-pruned"
+    checks = [ok["pruned"]] if pruned else []
+    if str(row["precision"]).startswith("int8"):
+        checks.append(ok.get(f"{'demo-pruned' if pruned else 'demo'} {row['format']}"))
+    if any(c is False for c in checks):
+        return False
+    return None if any(c is None for c in checks) else True
+
+
+def best_full(rows: Sequence[dict[str, Any]], batch: int, ok: Budgets
+              ) -> tuple[dict[str, Any] | None, bool]:  # fmt: skip
+    """The fastest full-size row admitted by the budgets (or, when they were not measured, the fastest)."""
+    full = [r for r in rows if r["group"] in ("full", "full-pruned") and r["batch"] == batch]
+    admitted = [r for r in full if _eligible(r, ok) is True]
+    unknown = [r for r in full if _eligible(r, ok) is None]
+    pool = admitted + unknown
+    if not pool:
+        return None, False
+    best = max(pool, key=lambda r: r["images_per_s"])
+    return best, best in unknown
+
+
+def _peer(rows: Sequence[dict[str, Any]], name: str, batch: int) -> dict[str, Any] | None:
+    return next((r for r in rows if r["group"] == "peer" and r["model"] == name and r["batch"] == batch), None)
+
+
+def share(row: dict[str, Any]) -> float | None:
+    st = row.get("stages_ms")
+    if not st:
+        return None
+    total = st["pre"] + st["infer"] + st["post"]
+    return (st["pre"] + st["post"]) / total if total > 0 else None
+
+
+def targets(rows: Sequence[dict[str, Any]], batches: Sequence[int]) -> tuple[list[Target], dict[str, Any]]:
+    """All PASS/FAIL lines and the ratios the closing note reports."""
+    acc_targets, ok = accuracy_budgets(rows)
+    out: list[Target] = []
+    ratios: dict[str, Any] = {}
+    for b in batches:
+        best, unverified = best_full(rows, b, ok)
+        tv, ref = _peer(rows, TORCHVISION, b), _peer(rows, REFERENCE, b)
+        name = f"speed, batch {b} (best full-size artifact >= {SPEEDUP_TARGET:g}x torchvision ssd300_vgg16 images/s)"
+        if best is None or tv is None:
+            out.append(Target(name, "UNCHECKED", "needs the full/full-pruned models and --peers"))
+            continue
+        r_tv = best["images_per_s"] / tv["images_per_s"]
+        r_ref = best["images_per_s"] / ref["images_per_s"] if ref else None
+        ratios[str(b)] = {"best": label(best), "images_per_s": best["images_per_s"], "vs_torchvision": r_tv,
+                          "vs_reference": r_ref, "budget_unverified": unverified}  # fmt: skip
+        detail = (f"{label(best)} {best['images_per_s']:.2f} img/s vs {tv['images_per_s']:.2f} = {r_tv:.2f}x"
+                  + (f"; vs eager + reference NMS loop {ref['images_per_s']:.2f} img/s = {r_ref:.2f}x" if ref else "")
+                  + (" (accuracy budgets not measured in this run: add --val)" if unverified else ""))  # fmt: skip
+        out.append(Target(name, "PASS" if r_tv >= SPEEDUP_TARGET else "FAIL", detail))
+    big = 8 if 8 in batches else max(batches)
+    best, _ = best_full(rows, big, ok)
+    # the deployment path: the best full-size artifact, or (without full-size rows) our fastest row
+    own = [r for r in rows if r["batch"] == big and r["group"] != "peer" and share(r) is not None]
+    pick = (
+        best
+        if best is not None and share(best) is not None
+        else max(own, key=lambda r: r["images_per_s"], default=None)
+    )
+    name = f"pre + post <= {PRE_POST_SHARE:.0%} of end-to-end at batch {big}"
+    if pick is None:
+        out.append(Target(name, "UNCHECKED", "no row with stage times at this batch"))
+    else:
+        st, frac = pick["stages_ms"], share(pick) or 0.0
+        out.append(Target(name, "PASS" if frac <= PRE_POST_SHARE else "FAIL",
+                          f"{label(pick)}: pre {st['pre']:.1f} + post {st['post']:.1f} of "
+                          f"{st['pre'] + st['infer'] + st['post']:.1f} ms per batch = {frac:.1%}"))  # fmt: skip
+    return out + acc_targets, ratios
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    head = ("| configuration | batch | img/s | mean | p50 | p90 | p99 | pre | infer | post | params | GFLOPs "
+            "| GFLOP/s (% peak) | MB | mem MB | mAP@0.5 | APs |")  # fmt: skip
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lat, st = r["latency_ms"], r.get("stages_ms") or {}
+        frac = r.get("fraction_of_peak")
+        roof = f"{r['achieved_gflops_per_s']:.0f} ({frac:.0%})" if frac else _fmt(r.get("achieved_gflops_per_s"), ".0f")
+        lines.append(
+            f"| {label(r)}{' *' if r.get('weights') != 'trained' and r['group'] != 'peer' else ''} | {r['batch']} "
+            f"| {r['images_per_s']:.1f} | {lat['mean']:.1f} | {lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} "
+            f"| {_fmt(st.get('pre'), '.1f')} | {_fmt(st.get('infer'), '.1f')} | {_fmt(st.get('post'), '.1f')} "
+            f"| {_fmt(r.get('params'), ',')} | {_fmt(r.get('gflops'), '.2f')} | {roof} "
+            f"| {_fmt(r.get('size_mb'), '.1f')} "
+            f"| {_fmt(r.get('memory_mb'), '.0f')} | {_fmt(r.get('map'), '.4f')} | {_fmt(r.get('aps'), '.4f')} |"
+        )
+    return "\n".join(lines)
+
+
+CSV_FIELDS = ("group", "format", "model", "device", "backend", "precision", "layout", "weights", "batch",
+              "images_per_s", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "pre_ms", "infer_ms", "post_ms", "params",
+              "gflops", "achieved_gflops_per_s", "fraction_of_peak", "size_mb", "memory_mb", "map", "aps")  # fmt: skip
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        flat = dict(r)
+        flat.update({f"{k}_ms": v for k, v in r["latency_ms"].items()})
+        flat.update({f"{k}_ms": v for k, v in (r.get("stages_ms") or {}).items()})
+        w.writerow(flat)
+    return buf.getvalue()
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """Left: images/s per configuration and batch. Right: stage times per image at the largest batch."""
+    from mfssd_deploy.errors import require
+
+    require("matplotlib", "train", "the benchmark plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from mfssd_deploy.fileio import atomic_path
+
+    labels = list(dict.fromkeys(label(r) for r in rows))
+    batches = sorted({r["batch"] for r in rows})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 0.42 * len(labels) + 2.2), sharey=True)
+    y = np.arange(len(labels))
+    h = 0.8 / len(batches)
+    for i, b in enumerate(batches):
+        vals = [next((r["images_per_s"] for r in rows if label(r) == lab and r["batch"] == b), 0.0) for lab in labels]
+        ax1.barh(y + i * h, vals, h, label=f"batch {b}")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("images/s (log scale; higher is better)")
+    ax1.set_yticks(y + h * (len(batches) - 1) / 2, labels)
+    ax1.invert_yaxis()
+    ax1.legend(loc="lower right")
+    big = max(batches)
+    left = np.zeros(len(labels))
+    for stage, colour in (("pre", "tab:orange"), ("infer", "tab:blue"), ("post", "tab:green")):
+        vals = []
+        for lab in labels:
+            r = next((r for r in rows if label(r) == lab and r["batch"] == big), None)
+            st = r.get("stages_ms") if r else None
+            if st:
+                vals.append(st[stage] / big)
+            elif r and stage == "infer":  # peers: end to end only
+                vals.append(r["latency_ms"]["p50"] / big)
+            else:
+                vals.append(0.0)
+        ax2.barh(y + h * (len(batches) - 1) / 2, vals, 0.6, left=left, color=colour, label=stage)
+        left += np.array(vals)
+    ax2.set_xlabel(f"ms per image at batch {big}, stacked pre / infer / post (peers: end to end)")
+    ax2.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,221 @@
+"""What `mfssd-bench --fps` runs: the models, their artifacts, and one runner per configuration.
+
+Model groups: `demo` and `demo-pruned` (the bundled trained models: accuracy is measured on them),
+`full` and `full-pruned` (full-size 300x300 MFSSD-BN, random weights: speed only, the peer ratio
+uses these), plus any .pt/.onnx/.engine path. Artifacts are exported once into a cache folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mfssd_deploy.bench.harness import Runner
+from mfssd_deploy.errors import MfssdError
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("demo", "demo-pruned", "full", "full-pruned")
+# artifact kinds: (precision, layout, file suffix after the model name)
+FORMATS = {
+    "eager": ("fp32", "raw", ".pt"),
+    "fp32-raw": ("fp32", "raw", ".onnx"),
+    "fp32-e2e": ("fp32", "end2end", ".end2end.onnx"),
+    "int8-e2e": ("int8-qdq", "end2end", ".int8.end2end.onnx"),
+    "int8u8-e2e": ("int8-qdq-u8", "end2end", ".int8u8.end2end.onnx"),  # ONNX Runtime CPU only
+}
+RANDOM = "random (speed only)"
+# Pruned full-size widths are rounded to a multiple of 8 channels: measured here, ONNX Runtime runs
+# the same parameter ratio 15-25% faster than with the demo's odd widths (SIMD blocks; TensorRT's
+# FP16/INT8 kernels want multiples of 8 too).
+CHANNEL_MULTIPLE = 8
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mfssd-deploy" / "bench"
+
+
+@dataclass
+class Model:
+    """One model to benchmark: its checkpoint (if any) and exported artifacts by format."""
+
+    group: str
+    files: dict[str, Path]
+    weights: str  # "trained" | RANDOM
+
+
+def synth_data(cache: Path, calib: int = 100, val: int = 200) -> Path:
+    """The demo's fresh synthetic set (seed 1: never seen in training): calibration and validation."""
+    from mfssd_deploy.data.synth import generate
+
+    root = cache / f"synth-seed1-{calib}-{val}"
+    if not (root / "annotations" / "val.json").is_file():
+        log.info("generating %d calibration + %d validation synthetic images in %s", calib, val, root)
+        generate(root, calib, val, seed=1, show_progress=False)
+    return root
+
+
+def _export(checkpoint: Path, cache: Path, name: str, calib_dir: Path) -> dict[str, Path]:
+    """raw FP32, end2end FP32 and end2end INT8 ONNX of a checkpoint, exported once (keyed by content)."""
+    from mfssd_deploy.bundled import sample_images
+    from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
+    from mfssd_deploy.fileio import sha256_file
+
+    key = f"{name}-{sha256_file(checkpoint)[:10]}"
+    files = {k: cache / f"{key}{suffix}" for k, (_, _, suffix) in FORMATS.items() if k != "eager"}
+    if not all(p.is_file() for p in files.values()):
+        log.info("exporting %s to %s (once; reused from the cache afterwards)", checkpoint.name, cache)
+        run_export(ExportRequest(model=checkpoint, out_dir=cache, name=key, int8=True, int8_cpu=True, calib=calib_dir,
+                                 calib_num=100, parity_images=sample_images(), time_runs=0))  # fmt: skip
+    return {"eager": checkpoint, **files}
+
+
+def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None) -> list[Model]:
+    """The models to benchmark; the groups' artifacts are exported (INT8 calibrated on `calib_dir`) once."""
+    from mfssd_deploy.bench.fullsize import fullsize_checkpoint, fullsize_config, pruned_config_like
+    from mfssd_deploy.bundled import demo_model, pruned_demo_model
+    from mfssd_deploy.checkpoint import read_checkpoint
+    from mfssd_deploy.config import ModelConfig
+
+    cache.mkdir(parents=True, exist_ok=True)
+    models = []
+    for g in groups:
+        if g in GROUPS and calib_dir is None:
+            raise ValueError("the model groups need calibration images")
+        calib = calib_dir or Path()
+        if g == "demo":
+            models.append(Model(g, _export(demo_model(), cache, "demo", calib), "trained"))
+        elif g == "demo-pruned":
+            models.append(Model(g, _export(pruned_demo_model(), cache, "demo-pruned", calib), "trained"))
+        elif g in ("full", "full-pruned"):
+            if g == "full":
+                cfg = fullsize_config()
+            else:
+                u, p = (
+                    ModelConfig.from_dict(read_checkpoint(m)["config"]) for m in (demo_model(), pruned_demo_model())
+                )
+                cfg = pruned_config_like(u, p, multiple=CHANNEL_MULTIPLE)
+            ckpt = fullsize_checkpoint(cache, g, cfg).checkpoint
+            models.append(Model(g, _export(ckpt, cache, g, calib), RANDOM))
+        else:
+            path = Path(g)
+            if not path.is_file():
+                raise MfssdError(f"--models {g}: not a group ({', '.join(GROUPS)}) and not a file")
+            models.append(Model(path.stem, {_format_of(path): path}, "as given"))
+    return models
+
+
+def _format_of(path: Path) -> str:
+    if path.suffix == ".engine":
+        return "engine"
+    if path.suffix == ".pt":
+        return "eager"
+    if path.suffix != ".onnx":
+        raise MfssdError(f"{path}: benchmark a .pt, .onnx or .engine file")
+    from mfssd_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    meta = OnnxRuntimeBackend(path).meta
+    precision = {"int8-qdq": "int8", "int8-qdq-u8": "int8u8", "fp16": "fp16"}.get(meta.get("precision", "fp32"), "fp32")
+    return f"{precision}-{'e2e' if meta['layout'] == 'end2end' else 'raw'}"
+
+
+Spec = dict[str, Any]  # plain JSON: a configuration can be rebuilt in another process (memory is measured there)
+
+
+def detector_spec(path: Path, group: str, fmt: str, weights: str, device: str, batch: int, threads: int = 0) -> Spec:
+    return {"kind": "detector", "path": str(path), "group": group, "format": fmt, "weights": weights,
+            "device": device, "batch": batch, "threads": threads}  # fmt: skip
+
+
+def peer_specs(full_checkpoint: Path) -> list[Spec]:
+    """torchvision ssd300_vgg16 and eager MFSSD-BN + the reference greedy NMS loop (full size)."""
+    return [
+        {"kind": "peer", "peer": "torchvision"},
+        {"kind": "peer", "peer": "reference", "checkpoint": str(full_checkpoint)},
+    ]
+
+
+def build_runner(spec: Spec, with_facts: bool = True) -> Runner:
+    """The runner a spec describes; `with_facts` also measures parameters and GFLOPs (builds the torch model)."""
+    if spec["kind"] == "detector":
+        return _detector_runner(spec, with_facts)
+    if spec["peer"] == "torchvision":
+        return _torchvision_peer(with_facts)
+    return _reference_peer(Path(spec["checkpoint"]), with_facts)
+
+
+def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
+    from mfssd_deploy.detector import Detector
+
+    path = Path(spec["path"])
+    opts: dict[str, Any] = {"intra_op_threads": spec["threads"]} if path.suffix == ".onnx" and spec["threads"] else {}
+    det = Detector(path, device=spec["device"], batch_size=spec["batch"], **opts)
+    facts = {
+        "model": path.name, "group": spec["group"], "format": spec["format"], "weights": spec["weights"],
+        "device": spec["device"], "backend": det.backend.name, "providers": getattr(det.backend, "providers", None),
+        "precision": det.backend.meta.get("precision", "fp32"), "layout": det.layout,
+        "input_size": det.config.input_size, "size_mb": path.stat().st_size / 2**20,
+    }  # fmt: skip
+    if with_facts:
+        from mfssd_deploy.bench.facts import model_facts
+
+        facts["params"], facts["gflops"] = model_facts(det.config)
+
+    def run(images: list[Any]) -> dict[str, float]:
+        det.detect_arrays(images)
+        return det.last_timing
+
+    return Runner(facts, run, detector=det)
+
+
+def _torchvision_peer(with_facts: bool) -> Runner:
+    from mfssd_deploy.bench.peers import TorchvisionSSDPeer
+
+    peer = TorchvisionSSDPeer(num_classes=21)
+    facts: dict[str, Any] = {"model": "torchvision ssd300_vgg16", "group": "peer", "format": "eager", "weights": RANDOM,
+                             "device": "cpu", "backend": "torch", "precision": "fp32", "layout": "end2end",
+                             "input_size": 300, "size_mb": None}  # fmt: skip
+    if with_facts:
+        from torchvision.models.detection import ssd300_vgg16
+
+        from mfssd_deploy.complexity import count_params
+
+        facts["params"], facts["gflops"] = count_params(peer.model), _torchvision_gflops(ssd300_vgg16)
+    return Runner(facts, lambda imgs: (peer(imgs), None)[1])
+
+
+def _reference_peer(checkpoint: Path, with_facts: bool) -> Runner:
+    from mfssd_deploy.bench.peers import EagerReferencePeer
+    from mfssd_deploy.checkpoint import load_model
+
+    peer = EagerReferencePeer(load_model(checkpoint))
+    facts: dict[str, Any] = {"model": "MFSSD-BN eager + reference NMS loop", "group": "peer", "format": "eager",
+                             "weights": RANDOM, "device": "cpu", "backend": "torch", "precision": "fp32",
+                             "layout": "raw", "input_size": 300,
+                             "size_mb": checkpoint.stat().st_size / 2**20}  # fmt: skip
+    if with_facts:
+        from mfssd_deploy.bench.facts import model_facts
+
+        facts["params"], facts["gflops"] = model_facts(peer.cfg)
+    return Runner(facts, lambda imgs: (peer(imgs), None)[1])
+
+
+def _torchvision_gflops(factory: Callable[..., Any]) -> float:
+    """2 x multiply-adds of torchvision's SSD300 network (backbone + heads) on one 300x300 image."""
+    import torch
+
+    from mfssd_deploy.complexity import conv_macs
+
+    model = factory(weights=None, weights_backbone=None, num_classes=21).eval()
+    x = torch.zeros(1, 3, 300, 300)
+
+    def net(t: torch.Tensor) -> Any:
+        feats = list(model.backbone(t).values())
+        return model.head(feats)
+
+    return 2 * conv_macs(net, model, x) / 1e9

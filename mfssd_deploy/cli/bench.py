@@ -1,0 +1,285 @@
+"""mfssd-bench: speed and accuracy of every artifact, side by side with the peers, in one run.
+
+--fps benchmarks the bundled demo models (trained: accuracy with --val) and the full-size 300x300
+MFSSD-BN, unpruned and pruned like the demo model (random weights: speed only), as PyTorch eager,
+ONNX Runtime FP32 raw / end2end and INT8 end2end; on a GPU also ONNX Runtime's CUDA/TensorRT
+providers and TensorRT engines (--models engines/x.engine). Peers in the same run: torchvision
+ssd300_vgg16 end to end, and eager MFSSD-BN with the reference per-class greedy NMS loop.
+
+Calls alternate between configurations round by round (A B A B) on the same images; figures are
+medians. The machine's FP32 peak is measured in the same run (a large matmul). Artifacts are
+exported once into --cache. The targets of BENCHMARKS.md are printed as PASS/FAIL lines.
+
+--soak N runs N calls per configuration and reports resident-memory growth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mfssd_deploy.cli import run_cli
+from mfssd_deploy.errors import MfssdError
+
+log = logging.getLogger("mfssd_deploy")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return vals
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mfssd_deploy.bench.suite import FORMATS, GROUPS
+
+    ap = argparse.ArgumentParser(
+        prog="mfssd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--fps", action="store_true", help="the speed table (images/s, latency, stages, roofline)")
+    ap.add_argument("--soak", type=int, metavar="N", help="run N calls per configuration and report memory growth")
+    ap.add_argument("--models", type=_names, default=None,
+                    help=f"comma-separated groups ({', '.join(GROUPS)}) and/or .pt/.onnx/.engine files "
+                         "(default: all four groups; --soak: demo)")  # fmt: skip
+    ap.add_argument("--formats", type=_names, default=list(FORMATS),
+                    help=f"artifact kinds per group (default: {','.join(FORMATS)})")  # fmt: skip
+    ap.add_argument("--batch", type=_ints, default=[1, 8], help="batch sizes, comma-separated (default 1,8)")
+    ap.add_argument("--iters", type=int, help="timed calls per configuration and batch (default: --seconds)")
+    ap.add_argument("--seconds", type=float, default=2.0,
+                    help="timed work per configuration and batch, at least 3 calls (default 2)")  # fmt: skip
+    ap.add_argument("--warmup", type=int, default=2, help="untimed calls before timing (default 2)")
+    ap.add_argument("--no-peers", dest="peers", action="store_false", help="skip the peers")
+    ap.add_argument("--val", nargs="?", const="synth", metavar="DIR",
+                    help="also measure mAP@0.5 / APs of the trained artifacts: on DIR (COCO/VOC/synthetic layout), "
+                         "or without DIR on the demo's fresh synthetic validation set")  # fmt: skip
+    ap.add_argument("--val-images", type=int, default=200, help="validation images (default 200)")
+    ap.add_argument("--images", help="folder of timing images (default: the bundled samples, cycled to fill a batch)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="auto: CPU rows, plus GPU rows when a CUDA GPU is visible")  # fmt: skip
+    ap.add_argument("--no-memory", dest="memory", action="store_false",
+                    help="skip measuring each configuration's peak memory in a fresh process")  # fmt: skip
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime and torch (0: all cores)")
+    ap.add_argument("--cache", help="where exported artifacts are kept (default ~/.cache/mfssd-deploy/bench)")
+    ap.add_argument("--json", help="write the results (ARCHITECTURE.md bench contract) to this file")
+    ap.add_argument("--csv", help="write one CSV line per row to this file")
+    ap.add_argument("--markdown", help="also write the Markdown report to this file")
+    ap.add_argument("--plot", help="write a PNG plot (images/s per configuration and batch; stage times)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    return ap
+
+
+def _devices(choice: str) -> list[str]:
+    if choice == "cpu":
+        return ["cpu"]
+    import torch
+
+    gpu = torch.cuda.is_available()
+    if choice == "cuda" and not gpu:
+        raise MfssdError("--device cuda but torch sees no CUDA GPU; use --device cpu")
+    if choice == "cuda":
+        return ["cuda"]
+    return ["cpu", "cuda"] if gpu else ["cpu"]
+
+
+def _timing_images(folder: str | None) -> tuple[list[Path], list[Any]]:
+    from mfssd_deploy.bundled import sample_images
+    from mfssd_deploy.inputs import image_files, load_images
+
+    files = image_files(Path(folder)) if folder else sample_images()
+    if not files:
+        raise MfssdError(f"--images {folder}: no images found (jpg, png, bmp, ...)")
+    files = files[:16]
+    arrays, _ = load_images([str(f) for f in files])
+    return files, arrays
+
+
+def _specs(models: list[Any], formats: list[str], devices: list[str], batch: int, threads: int) -> list[Any]:
+    from mfssd_deploy.bench.suite import detector_spec
+
+    out = []
+    for m in models:
+        for fmt, path in m.files.items():
+            if m.weights != "as given" and fmt not in formats:
+                continue
+            for dev in devices:
+                gpu_only, cpu_only = fmt == "engine", fmt in ("fp32-raw", "int8u8-e2e")
+                if (gpu_only and dev != "cuda") or (cpu_only and dev == "cuda"):
+                    continue  # u8 INT8 runs on CPUs only; on a GPU the raw graph is not the deployment path
+                out.append(detector_spec(path, m.group, fmt, m.weights, dev, batch, threads))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    if not args.fps and args.soak is None:
+        raise MfssdError("choose what to run: --fps (speed table) or --soak N (memory growth over N calls)")
+    if args.soak is not None and args.soak < 1:
+        raise MfssdError(f"--soak {args.soak}: give a number of calls >= 1")
+    from mfssd_deploy.bench.suite import FORMATS, GROUPS
+
+    unknown = set(args.formats) - set(FORMATS)
+    if unknown:
+        raise MfssdError(f"--formats: unknown {sorted(unknown)}; choose from {', '.join(FORMATS)}")
+    import torch
+
+    from mfssd_deploy.bench import harness, report, suite
+    from mfssd_deploy.bench.stats import environment, fp32_peaks
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t_start = time.time()
+    groups = args.models or (list(GROUPS) if args.fps else ["demo"])
+    devices = _devices(args.device)
+    cache = Path(args.cache) if args.cache else suite.default_cache()
+    image_paths, images = _timing_images(args.images)
+    # the synthetic set calibrates the groups' INT8 exports and is the default validation set
+    need_data = args.val == "synth" or any(g in GROUPS for g in groups)
+    data = suite.synth_data(cache, calib=100, val=args.val_images) if need_data else None
+    models = suite.prepare(groups, cache, data / "train" if data else None)
+    specs = _specs(models, args.formats, devices, max(args.batch), args.threads)
+    full = next((m for m in models if m.group == "full"), None)
+    if args.fps and args.peers and full is not None:
+        specs += suite.peer_specs(full.files["eager"])
+    if not specs:
+        raise MfssdError("nothing to benchmark: check --models and --formats")
+    memory: list[dict[str, float] | None] = [None] * len(specs)
+    if args.fps and args.memory:
+        from mfssd_deploy.bench.memory import peak_memory
+
+        log.info("peak memory of each configuration, alone in a fresh process (--no-memory skips)")
+        memory = [peak_memory(s, image_paths, args.batch) for s in specs]
+
+    log.info("loading %d configurations (each warmed up at batch %s)", len(specs), args.batch)
+    runners = [harness.load_and_warm(partial(suite.build_runner, s), images, args.batch) for s in specs]
+    for r, m in zip(runners, memory, strict=True):
+        r.facts["memory"] = m
+
+    if args.soak is not None:
+        return _soak(runners, images, args)
+
+    env = environment()
+    env["threads"] = args.threads or torch.get_num_threads()
+    log.info("measuring the FP32 peak (2048^3 matmul)")
+    env["fp32_matmul_gflops"] = fp32_peaks()
+    env["peak_fp32_gflops"] = max(env["fp32_matmul_gflops"].values())
+    _accuracy(runners, args, data)
+    rows: list[dict[str, Any]] = []
+    for b in args.batch:
+        chunk = harness.batch_of(images, b)
+        log.info("timing batch %d: %d configurations interleaved", b, len(runners))
+        timed = harness.interleaved(runners, chunk, warmup=args.warmup, iters=args.iters, seconds=args.seconds)
+        for r, (times, stages) in zip(runners, timed, strict=True):
+            rows.append(harness.make_row(r, b, times, stages, env["peak_fp32_gflops"]))
+    env["peak_rss_mb"] = harness.peak_rss_mb()
+    targets, ratios = report.targets(rows, args.batch)
+    result = {"env": env, "rows": rows, "targets": [t.__dict__ for t in targets], "ratios": ratios,
+              "settings": {"batches": args.batch, "iters": args.iters, "seconds": args.seconds,
+                           "warmup": args.warmup, "timing_images": len(images), "val": args.val},
+              "seconds": time.time() - t_start}  # fmt: skip
+    text = _text(result)
+    print(text)
+    _write_outputs(args, result, text)
+    return 0
+
+
+def _accuracy(runners: list[Any], args: argparse.Namespace, data: Path | None) -> None:
+    if args.val is None:
+        return
+    from mfssd_deploy.bench.suite import RANDOM
+    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
+
+    source = open_source(data if args.val == "synth" and data else args.val, "val")
+    for r in runners:
+        if r.detector is None or r.facts["weights"] == RANDOM:
+            continue
+        log.info("accuracy of %s on %d images", r.facts["model"], len(source.records))
+        res = evaluate(detector_predictor(r.detector), source, max_images=args.val_images, progress=False)
+        r.facts["map"] = res["voc07_map"]
+        r.facts["aps"] = res.get("coco", {}).get("APs")
+        r.facts["val"] = {"data": str(args.val), "images": res["images"]}
+
+
+def _text(result: dict[str, Any]) -> str:
+    from mfssd_deploy.bench import report
+
+    env, rows = result["env"], result["rows"]
+    gpu = f", GPU {env['gpu']} (sm_{''.join(map(str, env['compute_capability']))})" if env.get("gpu") else ", no GPU"
+    lines = [
+        f"# mfssd-bench --fps: {env['cpu']}, {env['threads']} threads{gpu}",
+        f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, tensorrt {env['tensorrt'] or 'not installed'}; "
+        f"FP32 peak measured in this run: {env['peak_fp32_gflops']:.0f} GFLOP/s (2048^3 matmul: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in env["fp32_matmul_gflops"].items())
+        + f"); peak RSS {env['peak_rss_mb']:.0f} MB",
+        "",
+        report.markdown(rows),
+        "",
+        "Latency and stage times are ms per batch (medians); img/s from the median. * random weights: speed only "
+        "(full-size 300x300 MFSSD-BN; the pruned one keeps the pruned demo model's per-layer channel fractions, at its "
+        "parameter ratio, widths rounded to multiples of 8): scores are near uniform, so every configuration's NMS "
+        "works at its cap. Peers run end to end (no stage split). mem MB: peak resident memory of a fresh process "
+        "running only that configuration at these batch sizes.",
+        "",
+        "## Targets (BENCHMARKS.md)",
+        *(report.Target(**t).line() for t in result["targets"]),
+    ]
+    return "\n".join(lines)
+
+
+def _write_outputs(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
+    from mfssd_deploy.bench import report
+    from mfssd_deploy.fileio import atomic_path, write_json
+
+    if args.json:
+        write_json(args.json, result)
+    if args.csv:
+        with atomic_path(args.csv) as tmp:
+            tmp.write_text(report.to_csv(result["rows"]))
+    if args.markdown:
+        with atomic_path(args.markdown) as tmp:
+            tmp.write_text(text + "\n")
+    if args.plot:
+        env = result["env"]
+        report.plot(result["rows"], Path(args.plot), f"mfssd-bench --fps on {env['cpu']} ({env['threads']} threads)")
+
+
+def _soak(runners: list[Any], images: list[Any], args: argparse.Namespace) -> int:
+    from mfssd_deploy.bench import harness, report
+    from mfssd_deploy.fileio import write_json
+
+    b = args.batch[0]
+    chunk = harness.batch_of(images, b)
+    out = []
+    print("| configuration | batch | calls | seconds | RSS start MB | RSS end MB | growth MB | second-half growth MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in runners:
+        s = harness.soak(r, chunk, args.soak)
+        s.update({"configuration": report.label({**r.facts, "batch": b}), "batch": b})
+        out.append(s)
+        print(f"| {s['configuration']} | {b} | {s['iterations']} | {s['seconds']:.1f} | {s['rss_start_mb']:.0f} "
+              f"| {s['rss_end_mb']:.0f} | {s['growth_mb']:+.1f} | {s['growth_second_half_mb']:+.1f} |")  # fmt: skip
+    if args.json:
+        write_json(args.json, {"soak": out})
+    return 0
+
+
+def entry() -> None:
+    sys.exit(run_cli("mfssd-bench", main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,85 @@
+"""mfssd-bench end to end on narrow artifacts (fast), and once on the bundled demo model with --val."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mfssd_deploy.cli import run_cli
+from mfssd_deploy.cli.bench import main
+
+CONTRACT = {"model", "backend", "precision", "layout", "batch", "images_per_s", "latency_ms", "stages_ms", "gflops",
+            "params", "size_mb"}  # fmt: skip
+
+
+def bench(argv: list[str]) -> int:
+    return run_cli("mfssd-bench", main, argv)
+
+
+def test_fps_on_given_artifacts_writes_every_output(artifacts: dict, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def,type-arg]
+    out = {k: tmp_path / f"b.{k}" for k in ("json", "csv", "md", "png")}
+    code = bench(["--fps", "--models", f"{artifacts['e2e']},{artifacts['int8']},{artifacts['pt']}", "--batch", "1,2",
+                  "--iters", "2", "--warmup", "1", "--no-peers", "--cache", str(tmp_path / "cache"), "-q",
+                  "--json", str(out["json"]), "--csv", str(out["csv"]), "--markdown", str(out["md"]),
+                  "--plot", str(out["png"])])  # fmt: skip
+    assert code == 0
+    res = json.loads(out["json"].read_text())
+    assert res["env"]["peak_fp32_gflops"] > 1 and res["env"]["cpu"]
+    rows = res["rows"]
+    assert len(rows) == 6 and all(set(r) >= CONTRACT for r in rows)
+    assert {(r["format"], r["batch"]) for r in rows} == {
+        (f, b) for f in ("fp32-e2e", "int8-e2e", "eager") for b in (1, 2)
+    }
+    assert all(r["iters"] == 2 and r["memory_mb"] is not None for r in rows)
+    assert all(set(r["stages_ms"]) == {"pre", "infer", "post"} for r in rows)
+    int8 = next(r for r in rows if r["format"] == "int8-e2e")
+    assert int8["precision"] == "int8-qdq" and int8["layout"] == "end2end"
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("synth-*"))  # no data needed
+    printed = capsys.readouterr().out
+    assert "## Targets" in printed and "UNCHECKED speed, batch 1" in printed
+    assert out["md"].read_text().strip() == printed.strip()
+    assert len(out["csv"].read_text().splitlines()) == 7
+    assert out["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_soak_reports_memory(artifacts: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    j = tmp_path / "soak.json"
+    assert bench(["--soak", "30", "--models", str(artifacts["int8"]), "--batch", "2", "-q", "--json", str(j)]) == 0
+    (s,) = json.loads(j.read_text())["soak"]
+    assert s["iterations"] == 30 and s["batch"] == 2 and len(s["curve"]) == 10
+    assert abs(s["growth_second_half_mb"]) < 50
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "choose what to run: --fps"),
+        (["--fps", "--models", "nope.onnx"], "not a group"),
+        (["--fps", "--formats", "int4"], "unknown ['int4']"),
+        (["--soak", "0"], "--soak 0"),
+        (["--fps", "--images", "/nonexistent-dir"], "--images"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert bench([*argv, "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].startswith("mfssd-bench: error:")
+
+
+@pytest.mark.slow
+def test_demo_group_with_accuracy(tmp_path: Path) -> None:
+    """The default path: the bundled model exported into the cache, accuracy on fresh synthetic images."""
+    j = tmp_path / "b.json"
+    cache = str(tmp_path / "cache")
+    code = bench(["--fps", "--models", "demo", "--formats", "fp32-e2e,int8-e2e", "--batch", "2", "--iters", "2",
+                  "--val", "--val-images", "24", "--cache", cache, "-q", "--json", str(j)])  # fmt: skip
+    assert code == 0
+    res = json.loads(j.read_text())
+    fp32, int8 = sorted(res["rows"], key=lambda r: r["format"])
+    assert fp32["group"] == "demo" and fp32["weights"] == "trained" and fp32["val"]["images"] == 24
+    assert fp32["map"] > 0.6 and int8["map"] > 0.6  # the demo model scores 0.86 on 200 such images
+    int8_line = next(t for t in res["targets"] if t["name"].startswith("INT8 accuracy (demo int8-e2e:"))
+    assert int8_line["status"] in ("PASS", "FAIL") and f"{fp32['map']:.4f}" in int8_line["detail"]
+    assert len(list((tmp_path / "cache").glob("demo-*.int8.end2end.onnx"))) == 1

@@ -1,0 +1,95 @@
+"""PASS/FAIL lines and ratios of a run, checked on hand-made rows whose answers are computed by hand."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mfssd_deploy.bench import report
+
+
+def row(group: str, fmt: str, batch: int, ips: float, *, map_: float | None = None, params: int = 100,
+        stages: tuple[float, float, float] | None = (1.0, 98.0, 1.0), model: str = "m") -> dict[str, Any]:  # fmt: skip
+    precision = "int8-qdq" if fmt.startswith("int8") else "fp32"
+    return {"model": model, "group": group, "format": fmt, "precision": precision, "batch": batch,
+            "images_per_s": ips, "latency_ms": {"mean": 1, "p50": 1, "p90": 1, "p99": 1}, "params": params,
+            "stages_ms": dict(zip(("pre", "infer", "post"), stages, strict=True)) if stages else None,
+            "map": map_, "aps": None, "weights": "trained" if group.startswith("demo") else "random",
+            "gflops": 1.0, "size_mb": 1.0, "memory_mb": 1.0}  # fmt: skip
+
+
+def peers(batch: int, tv: float, ref: float) -> list[dict[str, Any]]:
+    return [row("peer", "eager", batch, tv, model=report.TORCHVISION, stages=None),
+            row("peer", "eager", batch, ref, model=report.REFERENCE, stages=None)]  # fmt: skip
+
+
+def demo_rows(int8_map: float, pruned_map: float, pruned_params: int = 60, pruned_int8_drop: float = 0.001
+              ) -> list[dict[str, Any]]:  # fmt: skip
+    return [row("demo", "fp32-e2e", 1, 50, map_=0.860), row("demo", "int8-e2e", 1, 70, map_=int8_map),
+            row("demo-pruned", "fp32-e2e", 1, 60, map_=pruned_map, params=pruned_params),
+            row("demo-pruned", "int8-e2e", 1, 80, map_=pruned_map - pruned_int8_drop,
+                params=pruned_params)]  # fmt: skip
+
+
+def full_rows(batch: int) -> list[dict[str, Any]]:
+    return [row("full", "fp32-e2e", batch, 6.0), row("full", "int8-e2e", batch, 13.0),
+            row("full-pruned", "fp32-e2e", batch, 9.0), row("full-pruned", "int8-e2e", batch, 18.0,
+                                                              stages=(2.0, 95.0, 4.0))]  # fmt: skip
+
+
+def by_name(targets: list[report.Target], start: str) -> report.Target:
+    return next(t for t in targets if t.name.startswith(start))
+
+
+def test_budgets_pass_so_pruned_int8_is_the_best_and_ratios_are_exact() -> None:
+    rows = demo_rows(0.857, 0.866) + full_rows(8) + peers(8, tv=3.0, ref=1.5)
+    targets, ratios = report.targets(rows, [8])
+    assert ratios["8"]["best"] == "full-pruned int8-e2e"
+    assert ratios["8"]["vs_torchvision"] == pytest.approx(6.0) and ratios["8"]["vs_reference"] == pytest.approx(12.0)
+    assert by_name(targets, "speed, batch 8").status == "PASS"
+    assert by_name(targets, "INT8 accuracy (demo int8-e2e:").status == "PASS"  # 0.3 points
+    assert by_name(targets, "pruned accuracy").status == "PASS"  # 40% fewer, +0.6 points
+    share = by_name(targets, "pre + post")
+    assert share.status == "FAIL" and "pre 2.0 + post 4.0 of 101.0" in share.detail and "5.9%" in share.detail
+
+
+def test_failed_int8_budget_removes_int8_artifacts_from_the_speed_target() -> None:
+    # INT8 drops 1.0 point on both demo models: no INT8 artifact may be the "best"
+    rows = demo_rows(0.850, 0.866, pruned_int8_drop=0.010) + full_rows(1) + peers(1, tv=3.0, ref=1.0)
+    targets, ratios = report.targets(rows, [1])
+    assert by_name(targets, "INT8 accuracy (demo int8-e2e:").status == "FAIL"
+    assert by_name(targets, "INT8 accuracy (demo-pruned int8-e2e:").status == "FAIL"
+    assert ratios["1"]["best"] == "full-pruned fp32-e2e"  # pruned passed, INT8 did not
+    assert ratios["1"]["vs_torchvision"] == pytest.approx(3.0)
+    assert by_name(targets, "speed, batch 1").status == "FAIL"
+
+
+def test_pruning_that_removes_too_little_fails_its_budget() -> None:
+    targets, _ = report.targets(demo_rows(0.857, 0.866, pruned_params=80), [1])
+    t = by_name(targets, "pruned accuracy")
+    assert t.status == "FAIL" and "20.0% fewer" in t.detail
+
+
+def test_without_accuracy_the_budgets_are_unchecked_and_the_speed_line_says_so() -> None:
+    rows = full_rows(1) + peers(1, tv=3.0, ref=1.0)
+    targets, ratios = report.targets(rows, [1])
+    assert ratios["1"]["best"] == "full-pruned int8-e2e" and ratios["1"]["budget_unverified"]
+    assert "add --val" in by_name(targets, "speed, batch 1").detail
+    assert by_name(targets, "pruned accuracy").status == "UNCHECKED"
+    assert by_name(targets, "speed, batch 1").status == "PASS"  # 18 / 3 = 6x
+
+
+def test_markdown_csv_and_plot(tmp_path: Path) -> None:
+    rows = demo_rows(0.857, 0.866) + full_rows(1) + full_rows(8) + peers(1, 3.0, 1.0) + peers(8, 3.0, 1.0)
+    md = report.markdown(rows).splitlines()
+    assert len(md) == 2 + len(rows) and md[2].startswith("| demo fp32-e2e | 1 | 50.0 |")
+    assert any(line.startswith("| full int8-e2e * | 8 | 13.0 |") for line in md)
+    parsed = list(csv.DictReader(io.StringIO(report.to_csv(rows))))
+    assert len(parsed) == len(rows) and parsed[1]["map"] == "0.857" and parsed[1]["post_ms"] == "1.0"
+    png = tmp_path / "b.png"
+    report.plot(rows, png, "test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
