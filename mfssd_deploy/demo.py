@@ -5,7 +5,8 @@
 3. export to export/: raw FP32, end2end FP32 and end2end INT8 ONNX, with the parity and INT8
    accuracy lines;
 4. the Detector on the bundled sample images with the INT8 end2end model: detections printed,
-   annotated images written to demo_out/detect/.
+   annotated images written to demo_out/detect/;
+5. a short `mfssd-bench --fps` over the exported artifacts and the checkpoint (batch 1 and 8).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             model=model_path,
             out_dir=Path(args.export_dir),
             int8=True,
+            int8_cpu=True,
             calib=data / "train",
             calib_num=100,
             val=data,
@@ -137,7 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         f"stage times for {len(samples)} images (batch {det.batch_size}): pre {t['pre']:.1f} ms, "
         f"infer {t['infer']:.1f} ms, post {t['post']:.1f} ms"
     )
-    return 0
+
+    from mfssd_deploy.cli.bench import main as bench
+
+    print(
+        "\n== 5. mfssd-bench --fps on these artifacts (short: 0.5 s per configuration; the full-size model, the "
+        "peers and the targets: mfssd-bench --fps --val)"
+    )
+    paths = [str(model_path)] + [a["path"] for a in report["artifacts"] if a["layout"] == "end2end"]
+    return bench(["--fps", "--models", ",".join(paths), "--batch", "1,8", "--seconds", "0.5", "--no-peers", "-q"])
 
 
 def entry() -> None:

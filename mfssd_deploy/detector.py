@@ -62,10 +62,25 @@ class Detector:
             raise MfssdError(f"backend {backend!r} cannot run a {path.suffix} file (use {kind!r})")
         if batch_size < 1:
             raise MfssdError(f"batch_size must be >= 1, got {batch_size}")
+        self._setup(path, device, batch_size, _make_backend(kind, path, device, backend_options), conf, iou, max_det)
+
+    @classmethod
+    def from_backend(cls, backend: Any, name: str, *, conf: float | None = None, iou: float | None = None,
+                     max_det: int | None = None, batch_size: int = 8) -> Detector:  # fmt: skip
+        """A Detector over a backend object (e.g. backends.triton_backend.TritonBackend: a model served
+        by Triton), with the same pre/post-processing and Results as for a local file."""
+        if batch_size < 1:
+            raise MfssdError(f"batch_size must be >= 1, got {batch_size}")
+        det = cls.__new__(cls)
+        det._setup(Path(name), getattr(backend, "device", "remote"), batch_size, backend, conf, iou, max_det)
+        return det
+
+    def _setup(self, path: Path, device: str, batch_size: int, backend: Any, conf: float | None, iou: float | None,
+               max_det: int | None) -> None:  # fmt: skip
         self.path = path
         self.device = device
         self.batch_size = batch_size
-        self.backend = _make_backend(kind, path, device, backend_options)
+        self.backend = backend
         self.config: ModelConfig = self.backend.config
         self.layout: str = self.backend.layout
         self.nms = _nms_settings(self.config.nms, self.layout, conf, iou, max_det)
@@ -75,7 +90,7 @@ class Detector:
             require_torch(f"decoding the raw outputs of {path.name} (or use an end2end .onnx)")
         self._priors: Any = None
         # TensorRT execution contexts are not thread-safe; ONNX Runtime sessions and torch inference are.
-        self._lock = threading.Lock() if kind == "tensorrt" else None
+        self._lock = threading.Lock() if backend.name == "tensorrt" else None
         self.last_timing: dict[str, float] = {}
 
     @property

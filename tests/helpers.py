@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,3 +41,18 @@ def assert_thread_safe(det: Any, images: list[np.ndarray], threads: int = 8) -> 
         t.join()
     for i in range(threads):
         assert np.array_equal(got[i].boxes, serial[i].boxes) and np.array_equal(got[i].scores, serial[i].scores)
+
+
+def make_engine(tmp: Path, onnx_path: Path, version: str = "10.3.0", batch: tuple[int, int] = (1, 8)) -> Path:
+    import onnx
+
+    from mfssd_deploy.exporters.onnx_export import read_metadata
+
+    meta = read_metadata(onnx.load(onnx_path))
+    engine = tmp / f"{onnx_path.stem}.engine"
+    engine.write_bytes(b"ENGINE-" + version.encode())
+    meta.update(tensorrt_version=version, gpu_name="Orin", compute_capability=[8, 7],
+                profiles={"images": {"min": [batch[0], 3, 300, 300], "opt": [batch[1], 3, 300, 300],
+                                     "max": [batch[1], 3, 300, 300]}})  # fmt: skip
+    (tmp / f"{engine.name}.json").write_text(json.dumps(meta))
+    return engine

@@ -94,3 +94,16 @@ def test_fullsize_pruned_config_matches_the_demo_parameter_ratio() -> None:
     for k in base:
         assert w1[k] == round(base[k] * p.widths[k] / u.widths[k])
     assert cfg.num_classes == 21 and cfg.input_size == 300
+
+
+def test_child_memory_is_its_own_not_the_parents(artifacts: dict) -> None:  # type: ignore[type-arg]
+    """ru_maxrss survives fork + exec: a child of a big process must still report its own peak."""
+    from mfssd_deploy.bench.memory import peak_memory
+    from mfssd_deploy.bench.suite import detector_spec
+
+    ballast = np.ones(600 * 2**20 // 8)  # 600 MiB resident in this process
+    spec = detector_spec(artifacts["int8"], "test", "int8-e2e", "trained", "cpu", 2)
+    mem = peak_memory(spec, sorted(artifacts["imgs"].iterdir()), [1, 2])
+    assert mem is not None and not mem["torch_loaded"]  # an end2end ONNX runs on the lean runtime
+    assert 20 < mem["baseline_mb"] < mem["peak_rss_mb"] < 500 < harness.peak_rss_mb()
+    assert ballast.sum() > 0

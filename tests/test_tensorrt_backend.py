@@ -8,7 +8,6 @@ results must equal the ONNX Runtime backend's exactly. This proves our side, not
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +22,7 @@ from mfssd_deploy import Detector
 from mfssd_deploy.errors import MfssdError
 
 from fake_tensorrt import add_fake_runtime, make_fake_tensorrt
-from helpers import assert_thread_safe, same
+from helpers import assert_thread_safe, make_engine, same
 
 pytestmark = pytest.mark.contract
 
@@ -61,21 +60,6 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
     monkeypatch.setattr(trt_backend, "buffer_device", lambda device: torch.device("cpu"))
     FakeGraph.instances.clear()
-
-
-def make_engine(tmp: Path, onnx_path: Path, version: str = "10.3.0", batch: tuple[int, int] = (1, 8)) -> Path:
-    import onnx
-
-    from mfssd_deploy.exporters.onnx_export import read_metadata
-
-    meta = read_metadata(onnx.load(onnx_path))
-    engine = tmp / f"{onnx_path.stem}.engine"
-    engine.write_bytes(b"ENGINE-" + version.encode())
-    meta.update(tensorrt_version=version, gpu_name="Orin", compute_capability=[8, 7],
-                profiles={"images": {"min": [batch[0], 3, 300, 300], "opt": [batch[1], 3, 300, 300],
-                                     "max": [batch[1], 3, 300, 300]}})  # fmt: skip
-    (tmp / f"{engine.name}.json").write_text(json.dumps(meta))
-    return engine
 
 
 def install(monkeypatch: pytest.MonkeyPatch, onnx_path: Path, layout: str, version: str = "10.3.0") -> Any:

@@ -36,6 +36,18 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this process image. getrusage's
+    ru_maxrss survives fork + exec, so a child started by a big process would report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

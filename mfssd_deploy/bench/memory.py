@@ -19,8 +19,8 @@ from typing import Any
 
 
 def peak_memory(spec: dict[str, Any], images: Sequence[Path], batches: Sequence[int],
-                timeout: float = 600) -> dict[str, float] | None:  # fmt: skip
-    """{"peak_rss_mb", "baseline_mb"} of a child running `spec`, or None if it failed (reason logged)."""
+                timeout: float = 600) -> dict[str, Any] | None:  # fmt: skip
+    """{"peak_rss_mb", "baseline_mb", "torch_loaded"} of a child running `spec`, or None if it failed (logged)."""
     import logging
 
     cmd = [sys.executable, "-m", "mfssd_deploy.bench.memory", json.dumps(spec),
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = build_runner(spec, with_facts=False)
     for b in (int(v) for v in args.batch.split(",")):
         runner.run(batch_of(images, b))
-    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "baseline_mb": baseline}))
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "baseline_mb": baseline, "torch_loaded": "torch" in sys.modules}))
     return 0
 
 

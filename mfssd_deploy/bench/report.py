@@ -16,6 +16,7 @@ PRUNED_MAX_DROP = 1.0  # mAP@0.5 points vs unpruned
 PRUNED_MIN_REDUCTION = 0.33  # fraction of parameters removed
 TORCHVISION = "torchvision ssd300_vgg16"
 REFERENCE = "MFSSD-BN eager + reference NMS loop"
+RANDOM_WEIGHTS = "random (speed only)"  # bench.suite.RANDOM
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ def label(row: dict[str, Any]) -> str:
     if row["group"] == "peer":
         return str(row["model"])
     dev = "" if row.get("device", "cpu") == "cpu" else f" {row['device']}"
+    if row.get("weights") == "as given":  # a file named on the command line
+        return f"{row['model']}{dev}"
     return f"{row['group']} {row['format']}{dev}"
 
 
@@ -173,7 +176,7 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         frac = r.get("fraction_of_peak")
         roof = f"{r['achieved_gflops_per_s']:.0f} ({frac:.0%})" if frac else _fmt(r.get("achieved_gflops_per_s"), ".0f")
         lines.append(
-            f"| {label(r)}{' *' if r.get('weights') != 'trained' and r['group'] != 'peer' else ''} | {r['batch']} "
+            f"| {label(r)}{' *' if r.get('weights') == RANDOM_WEIGHTS and r['group'] != 'peer' else ''} | {r['batch']} "
             f"| {r['images_per_s']:.1f} | {lat['mean']:.1f} | {lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} "
             f"| {_fmt(st.get('pre'), '.1f')} | {_fmt(st.get('infer'), '.1f')} | {_fmt(st.get('post'), '.1f')} "
             f"| {_fmt(r.get('params'), ',')} | {_fmt(r.get('gflops'), '.2f')} | {roof} "
@@ -242,7 +245,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
         ax2.barh(y + h * (len(batches) - 1) / 2, vals, 0.6, left=left, color=colour, label=stage)
         left += np.array(vals)
     ax2.set_xlabel(f"ms per image at batch {big}, stacked pre / infer / post (peers: end to end)")
-    ax2.legend(loc="lower right")
+    ax2.legend(loc="center right")
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mfssd_deploy.bench import report
 from mfssd_deploy.bench.harness import Runner
 from mfssd_deploy.errors import MfssdError
 
@@ -28,7 +29,7 @@ FORMATS = {
     "int8-e2e": ("int8-qdq", "end2end", ".int8.end2end.onnx"),
     "int8u8-e2e": ("int8-qdq-u8", "end2end", ".int8u8.end2end.onnx"),  # ONNX Runtime CPU only
 }
-RANDOM = "random (speed only)"
+RANDOM = report.RANDOM_WEIGHTS
 # Pruned full-size widths are rounded to a multiple of 8 channels: measured here, ONNX Runtime runs
 # the same parameter ratio 15-25% faster than with the demo's odd widths (SIMD blocks; TensorRT's
 # FP16/INT8 kernels want multiples of 8 too).
@@ -127,9 +128,10 @@ def _format_of(path: Path) -> str:
 Spec = dict[str, Any]  # plain JSON: a configuration can be rebuilt in another process (memory is measured there)
 
 
-def detector_spec(path: Path, group: str, fmt: str, weights: str, device: str, batch: int, threads: int = 0) -> Spec:
+def detector_spec(path: Path, group: str, fmt: str, weights: str, device: str, batch: int, threads: int = 0,
+                  cuda_graphs: bool = False) -> Spec:  # fmt: skip
     return {"kind": "detector", "path": str(path), "group": group, "format": fmt, "weights": weights,
-            "device": device, "batch": batch, "threads": threads}  # fmt: skip
+            "device": device, "batch": batch, "threads": threads, "cuda_graphs": cuda_graphs}  # fmt: skip
 
 
 def peer_specs(full_checkpoint: Path) -> list[Spec]:
@@ -153,7 +155,11 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
     from mfssd_deploy.detector import Detector
 
     path = Path(spec["path"])
-    opts: dict[str, Any] = {"intra_op_threads": spec["threads"]} if path.suffix == ".onnx" and spec["threads"] else {}
+    opts: dict[str, Any] = {}
+    if path.suffix == ".onnx" and spec.get("threads"):
+        opts["intra_op_threads"] = spec["threads"]
+    if path.suffix == ".engine":
+        opts["cuda_graphs"] = bool(spec.get("cuda_graphs"))
     det = Detector(path, device=spec["device"], batch_size=spec["batch"], **opts)
     facts = {
         "model": path.name, "group": spec["group"], "format": spec["format"], "weights": spec["weights"],
@@ -161,6 +167,9 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
         "precision": det.backend.meta.get("precision", "fp32"), "layout": det.layout,
         "input_size": det.config.input_size, "size_mb": path.stat().st_size / 2**20,
     }  # fmt: skip
+    if path.suffix == ".engine":  # what the infer stage includes, as BENCHMARKS.md asks to state
+        facts["cuda_graphs"] = opts["cuda_graphs"]
+        facts["infer_includes"] = "H2D copy + compute + D2H copy (pinned host memory)"
     if with_facts:
         from mfssd_deploy.bench.facts import model_facts
 

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: CPU rows, plus GPU rows when a CUDA GPU is visible")  # fmt: skip
     ap.add_argument("--no-memory", dest="memory", action="store_false",
                     help="skip measuring each configuration's peak memory in a fresh process")  # fmt: skip
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="TensorRT engines: replay CUDA graphs (like trtexec --useCudaGraph)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime and torch (0: all cores)")
     ap.add_argument("--cache", help="where exported artifacts are kept (default ~/.cache/mfssd-deploy/bench)")
     ap.add_argument("--json", help="write the results (ARCHITECTURE.md bench contract) to this file")
@@ -106,7 +108,8 @@ def _timing_images(folder: str | None) -> tuple[list[Path], list[Any]]:
     return files, arrays
 
 
-def _specs(models: list[Any], formats: list[str], devices: list[str], batch: int, threads: int) -> list[Any]:
+def _specs(models: list[Any], formats: list[str], devices: list[str], batch: int, threads: int,
+           cuda_graphs: bool) -> list[Any]:  # fmt: skip
     from mfssd_deploy.bench.suite import detector_spec
 
     out = []
@@ -118,7 +121,7 @@ def _specs(models: list[Any], formats: list[str], devices: list[str], batch: int
                 gpu_only, cpu_only = fmt == "engine", fmt in ("fp32-raw", "int8u8-e2e")
                 if (gpu_only and dev != "cuda") or (cpu_only and dev == "cuda"):
                     continue  # u8 INT8 runs on CPUs only; on a GPU the raw graph is not the deployment path
-                out.append(detector_spec(path, m.group, fmt, m.weights, dev, batch, threads))
+                out.append(detector_spec(path, m.group, fmt, m.weights, dev, batch, threads, cuda_graphs))
     return out
 
 
@@ -150,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     need_data = args.val == "synth" or any(g in GROUPS for g in groups)
     data = suite.synth_data(cache, calib=100, val=args.val_images) if need_data else None
     models = suite.prepare(groups, cache, data / "train" if data else None)
-    specs = _specs(models, args.formats, devices, max(args.batch), args.threads)
+    specs = _specs(models, args.formats, devices, max(args.batch), args.threads, args.cuda_graphs)
     full = next((m for m in models if m.group == "full"), None)
     if args.fps and args.peers and full is not None:
         specs += suite.peer_specs(full.files["eager"])
     if not specs:
         raise MfssdError("nothing to benchmark: check --models and --formats")
-    memory: list[dict[str, float] | None] = [None] * len(specs)
+    memory: list[dict[str, Any] | None] = [None] * len(specs)
     if args.fps and args.memory:
         from mfssd_deploy.bench.memory import peak_memory
 

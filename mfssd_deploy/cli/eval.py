@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="mfssd-eval", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    ap.add_argument("--model", help=".pt, .onnx or .engine (default: the bundled demo model)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--model", help=".pt, .onnx or .engine (default: the bundled demo model)")
+    src.add_argument("--detections", help="score a COCO results file (e.g. from examples/folder_to_json.py) instead")
     ap.add_argument("--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)")
     ap.add_argument("--split", default="val")
     ap.add_argument("--json", help="write the result (contract: voc07_map, coco, per_class) to this file")
@@ -52,11 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     from mfssd_deploy.bundled import demo_model
     from mfssd_deploy.data.sources import open_source
     from mfssd_deploy.detector import Detector
-    from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
+    from mfssd_deploy.evaluation.runner import detector_predictor, evaluate, load_coco_results, score_detections
     from mfssd_deploy.fileio import write_json
 
-    model_path = Path(args.model) if args.model else demo_model()
     source = open_source(args.data, args.split)
+    if args.detections:
+        res = score_detections(source, load_coco_results(args.detections, source), coco=not args.no_coco)
+        res["detections"] = str(args.detections)
+        print(format_result(res))
+        if args.json:
+            write_json(args.json, res)
+        return 0
+    model_path = Path(args.model) if args.model else demo_model()
     det = Detector(
         model_path, device=args.device, conf=args.conf, iou=args.iou, max_det=args.max_det, batch_size=args.batch
     )

@@ -17,6 +17,8 @@ from typing import Any
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.errors import MfssdError
 
+log = logging.getLogger("mfssd_deploy")
+
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
@@ -70,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the exported ONNX files against TensorRT VERSION's ONNX parser (8.5, 8.6, 10, 11; no "
         "VERSION: all); exit 1 if any would not parse. --trt runs the same check for the installed version",
     )
+    tr = ap.add_argument_group("Triton Inference Server model repository")
+    tr.add_argument("--triton", metavar="DIR", help="also write a Triton model repository: one model per exported "
+                    "ONNX file (onnxruntime backend) and per engine (tensorrt_plan)")  # fmt: skip
+    tr.add_argument("--triton-device", default="gpu", choices=["gpu", "cpu"], help="instance group kind (default gpu)")
+    tr.add_argument("--triton-instances", type=int, default=1, help="model instances per device (default 1)")
+    tr.add_argument("--triton-max-queue-delay-us", type=int, default=2000,
+                    help="dynamic batching: microseconds a request may wait for a batch (default 2000)")  # fmt: skip
+    tr.add_argument("--triton-trt", action="store_true",
+                    help="ONNX models on GPU: ONNX Runtime's TensorRT accelerator (INT8 for Q/DQ, else FP16)"
+                    )  # fmt: skip
     ap.add_argument("--json", help="write the export report to this file")
     return ap
 
@@ -90,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         raise MfssdError("--int8-cpu is a variant of --int8: add --int8 --calib DIR")
     if args.trt and args.precision == "int8" and not args.int8:
         raise MfssdError("--trt --precision int8 builds from the Q/DQ model: add --int8 --calib DIR")
-    batch = _parse_batch(args.batch) if args.trt else None
+    batch = _parse_batch(args.batch) if args.trt or args.triton else None
     req = ExportRequest(
         model=model,
         out_dir=Path(args.out_dir),
@@ -124,15 +136,48 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_trt:
             report["trt_check"] = check_artifacts(report["artifacts"], args.check_trt)
             print(format_check(report["trt_check"]))
-            if any(v != "ok" for row in report["trt_check"].values() for v in row.values()):
+            if any(
+                v != "ok" and not v.startswith("skipped") for row in report["trt_check"].values() for v in row.values()
+            ):
                 code = 1
         if args.trt:
             assert batch is not None
             report["engines"] = build_engines(report, args, batch)
+        if args.triton:
+            assert batch is not None
+            report["triton"] = write_triton(report, args, batch)
+            print(f"Triton model repository: {args.triton} ({', '.join(report['triton'])}); "
+                  f"serve with: tritonserver --model-repository={Path(args.triton).resolve()}")  # fmt: skip
     finally:
         if args.json:
             write_json(args.json, report)
     return code
+
+
+def write_triton(report: dict[str, Any], args: argparse.Namespace, batch: tuple[int, int, int]) -> list[str]:
+    """One Triton model per exported ONNX file (and per built engine); returns the model names."""
+    from mfssd_deploy.exporters.triton import TritonOptions, add_engine, add_onnx
+
+    opts = TritonOptions(
+        kind=args.triton_device,
+        instances=args.triton_instances,
+        max_batch=batch[2],
+        preferred=tuple(sorted({batch[1], batch[2]})),
+        max_queue_delay_us=args.triton_max_queue_delay_us,
+        trt_accelerator=args.triton_trt,
+    )
+    repo = Path(args.triton)
+    names = []
+    for a in report["artifacts"]:
+        if a["precision"] == "int8-qdq-u8" and opts.kind == "gpu":
+            continue  # CPU-only artifact
+        names.append(add_onnx(repo, Path(a["path"]), opts).name)
+    for e in report.get("engines", []):
+        if opts.kind != "gpu":
+            log.warning("%s not added to the Triton repository: engines need --triton-device gpu", e["path"])
+            continue
+        names.append(add_engine(repo, Path(e["path"]), opts).name)
+    return names
 
 
 def _parse_batch(text: str) -> tuple[int, int, int]:
@@ -155,7 +200,9 @@ def check_artifacts(artifacts: list[dict[str, Any]], version: str) -> dict[str, 
     out: dict[str, dict[str, str]] = {}
     for a in artifacts:
         if a["precision"] == "int8-qdq-u8":
-            out[Path(a["path"]).name] = {v: "not for TensorRT (CPU-only INT8: uint8 activations)" for v in versions}
+            out[Path(a["path"]).name] = {
+                v: "skipped: CPU-only INT8 (uint8 activations), not for TensorRT" for v in versions
+            }
             continue
         model = onnx.load(a["path"])
         row = {}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
 from mfssd_deploy.data.sources import Source
+from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.evaluation.voc import class_ap
 
 log = logging.getLogger("mfssd_deploy.eval")
@@ -85,7 +88,11 @@ def evaluate(
     progress: bool = True,
 ) -> EvalResult:
     """VOC07 11-point mAP (+ all-point) per class and overall; COCO AP family when `coco`."""
-    dets = predict_source(predict, source, batch_size, max_images, progress)
+    return score_detections(source, predict_source(predict, source, batch_size, max_images, progress), coco)
+
+
+def score_detections(source: Source, dets: dict[int, ImageDetections], coco: bool = True) -> EvalResult:
+    """VOC07 mAP (+ all-point) and, with `coco`, the COCO AP family of detections keyed by image_id."""
     result = voc_metrics(source, dets)
     if coco:
         from mfssd_deploy.evaluation.coco import coco_metrics
@@ -154,3 +161,49 @@ def detector_predictor(detector: Any) -> Predictor:
         return [(r.boxes, r.scores, r.labels) for r in detector.detect_arrays(images)]
 
     return predict
+
+
+def load_coco_results(path: str | os.PathLike[str], source: Source) -> dict[int, ImageDetections]:
+    """A COCO results file ([{image_id, category_id, bbox [x,y,w,h], score}, ...]) as detections for
+    every image of `source` (images without a line have none). Categories are the source's, sorted by
+    id, as the COCO loader numbers them."""
+    import json
+
+    p = Path(path)
+    try:
+        items = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise MfssdError(
+            f"{p} is not a readable COCO results JSON ({exc}); write one with examples/folder_to_json.py"
+        ) from exc
+    if not isinstance(items, list):
+        raise MfssdError(f"{p}: a COCO results file is a JSON list of detections")
+    cat_ids = _category_ids(source)
+    label_of = {cid: i for i, cid in enumerate(cat_ids)}
+    per: dict[int, list[tuple[list[float], float, int]]] = {r.image_id: [] for r in source.records}
+    for k, d in enumerate(items):
+        try:
+            image_id, cat, (x, y, w, h), score = d["image_id"], d["category_id"], d["bbox"], float(d["score"])
+        except (KeyError, TypeError, ValueError):
+            raise MfssdError(f"{p}: item {k} is not a COCO detection (image_id, category_id, bbox, score)") from None
+        if image_id not in per:
+            raise MfssdError(f"{p}: item {k} has image_id {image_id}, which is not in {source.name}")
+        if cat not in label_of:
+            raise MfssdError(f"{p}: item {k} has category_id {cat}; {source.name} has {cat_ids}")
+        per[image_id].append(([x, y, x + w, y + h], score, label_of[cat]))
+    out: dict[int, ImageDetections] = {}
+    for image_id, dets in per.items():
+        out[image_id] = (
+            np.asarray([d[0] for d in dets], np.float32).reshape(-1, 4),
+            np.asarray([d[1] for d in dets], np.float32),
+            np.asarray([d[2] for d in dets], np.int64),
+        )
+    return out
+
+
+def _category_ids(source: Source) -> list[int]:
+    if source.coco_json is not None:
+        import json
+
+        return sorted(int(c["id"]) for c in json.loads(source.coco_json.read_text())["categories"])
+    return list(range(1, len(source.class_names) + 1))  # VOC: ids 1..N in class order (evaluation.coco)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Regenerate the recorded speed + accuracy results of this machine (results.{json,csv,md,png}).
+# About 10 minutes on 2 CPU cores (the first run also exports the artifacts into the cache: +3 minutes).
+# Run from the repository root on an otherwise idle machine, after `make demo` or `make test` (they make .venv).
+set -euo pipefail
+OUT=${OUT:-benchmarks/fps}
+.venv/bin/mfssd-bench --fps --val --batch 1,8 --seconds ${SECONDS_PER_CONFIG:-4} \
+    --json "$OUT/results.json" --csv "$OUT/results.csv" --markdown "$OUT/results.md" --plot "$OUT/results.png" "$@"
