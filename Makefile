@@ -25,8 +25,8 @@ demo: $(STAMP)
 	$(VENV)/bin/mfssd-demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mfssd_deploy tests tools benchmarks
-	$(VENV)/bin/ruff format --check mfssd_deploy tests tools benchmarks
+	$(VENV)/bin/ruff check mfssd_deploy tests tools benchmarks examples
+	$(VENV)/bin/ruff format --check mfssd_deploy tests tools benchmarks examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from mfssd_deploy import Detector
+from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.fileio import write_json
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = {im["file_name"]: im["id"] for im in gt["images"]}
         cat_ids = sorted(c["id"] for c in gt["categories"])
         if len(cat_ids) != len(det.class_names):
-            sys.exit(f"{args.annotations} has {len(cat_ids)} categories, the model {len(det.class_names)}")
+            raise MfssdError(f"{args.annotations} has {len(cat_ids)} categories, the model {len(det.class_names)}")
     results, skipped, n = [], 0, 0
     for frame in det.stream(args.folder, batch=args.batch):  # decoding overlaps inference
         if frame.result is None:
@@ -62,4 +63,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from mfssd_deploy.cli import run_cli  # bad input: one line, exit code 2
+
+    raise SystemExit(run_cli("folder_to_json.py", main))

@@ -47,12 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     acc = {Path(k).name: v for k, v in report["accuracy"]["results"].items()}
 
     images = [cv2.imread(str(p)) for p in sample_images()]
-    specs = [detector_spec(Path(a["path"]), "example", a["precision"], "trained", "cpu", 8) for a in report["artifacts"]]
+    specs = [
+        detector_spec(Path(a["path"]), "example", a["precision"], "trained", "cpu", 8) for a in report["artifacts"]
+    ]
     runners = [build_runner(s, with_facts=False) for s in specs]
     names = [Path(a["path"]).name for a in report["artifacts"]]
     timed = interleaved(runners, batch_of(images, 8), warmup=1, iters=args.iters, seconds=None)
     fp32_map = fp32_ips = None
-    print(f"\n| model | precision | MB | mAP@0.5 | APs | images/s (batch 8) |\n|---|---|---:|---:|---:|---:|")
+    print("\n| model | precision | MB | mAP@0.5 | APs | images/s (batch 8) |\n|---|---|---:|---:|---:|---:|")
     for a, name, (times, _) in zip(report["artifacts"], names, timed, strict=True):
         ips = 8 / float(np.median(times))
         m, aps = acc[name]["voc07_map"], acc[name]["coco"]["APs"]
@@ -68,4 +70,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from mfssd_deploy.cli import run_cli  # bad input: one line, exit code 2
+
+    raise SystemExit(run_cli("int8_calibrate.py", main))

@@ -6,7 +6,7 @@
   4. export ONNX (FP32 + INT8 end2end) and
   5. benchmark unpruned vs pruned side by side.
 
-    python examples/prune_and_deploy.py [--model M.pt] [--ratio 0.3] [--images 256] [--epochs 1] [--out runs/prune_example]
+    python examples/prune_and_deploy.py [--model M.pt] [--ratio 0.3] [--images 256] [--epochs 1]
 
 The defaults finish in minutes on a CPU; they show the mechanics, not the accuracy. The bundled
 pruned demo model was made the same way with real budgets (benchmarks/compression/reproduce.sh).
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== 2. prune {args.ratio:.0%} of the channels by |gamma| (torch-pruning BNScalePruner, global)")
     result = prune_model(sparse_model, ratio=args.ratio)
     pruned_path = out / "pruned.pt"
-    save_checkpoint(pruned_path, result.model,
-                    pruning=pruning_record(result, sha256_file(out / "sparse" / "last.pt"), widths_of(sparse_model)))  # fmt: skip
+    record = pruning_record(result, sha256_file(out / "sparse" / "last.pt"), widths_of(sparse_model))
+    save_checkpoint(pruned_path, result.model, pruning=record)
     print(f"   {result.params_before:,} -> {result.params_after:,} parameters ({1 - result.kept:.1%} fewer)")
 
     print(f"== 3. fine-tune the pruned structure, {args.epochs} epoch(s)")
@@ -82,4 +82,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from mfssd_deploy.cli import run_cli  # bad input: one line, exit code 2
+
+    raise SystemExit(run_cli("prune_and_deploy.py", main))

@@ -53,11 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except Exception as exc:  # one line for a server that is down or a model that is not there
-        from mfssd_deploy.errors import MfssdError
+    from mfssd_deploy.cli import run_cli  # bad input (server down, unknown model): one line, exit code 2
 
-        if not isinstance(exc, MfssdError):
-            raise
-        raise SystemExit(f"triton_client: error: {exc}") from None
+    raise SystemExit(run_cli("triton_client.py", main))

@@ -38,7 +38,8 @@ def test_fps_on_given_artifacts_writes_every_output(artifacts: dict, tmp_path: P
     assert int8["precision"] == "int8-qdq" and int8["layout"] == "end2end"
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("synth-*"))  # no data needed
     printed = capsys.readouterr().out
-    assert "## Targets" in printed and "UNCHECKED speed, batch 1" in printed
+    assert "## Targets" in printed and "of end-to-end at batch 2" in printed
+    assert "speed, batch" not in printed and "INT8 accuracy" not in printed  # no full-size, peer or demo rows
     assert out["md"].read_text().strip() == printed.strip()
     assert len(out["csv"].read_text().splitlines()) == 7
     assert out["png"].read_bytes()[:4] == b"\x89PNG"

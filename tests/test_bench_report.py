@@ -18,7 +18,7 @@ def row(group: str, fmt: str, batch: int, ips: float, *, map_: float | None = No
     return {"model": model, "group": group, "format": fmt, "precision": precision, "batch": batch,
             "images_per_s": ips, "latency_ms": {"mean": 1, "p50": 1, "p90": 1, "p99": 1}, "params": params,
             "stages_ms": dict(zip(("pre", "infer", "post"), stages, strict=True)) if stages else None,
-            "map": map_, "aps": None, "weights": "trained" if group.startswith("demo") else "random",
+            "map": map_, "aps": None, "weights": "trained" if group.startswith("demo") else report.RANDOM_WEIGHTS,
             "gflops": 1.0, "size_mb": 1.0, "memory_mb": 1.0}  # fmt: skip
 
 
@@ -79,8 +79,12 @@ def test_without_accuracy_the_budgets_are_unchecked_and_the_speed_line_says_so()
     targets, ratios = report.targets(rows, [1])
     assert ratios["1"]["best"] == "full-pruned int8-e2e" and ratios["1"]["budget_unverified"]
     assert "add --val" in by_name(targets, "speed, batch 1").detail
-    assert by_name(targets, "pruned accuracy").status == "UNCHECKED"
+    assert not any(t.name.startswith(("pruned accuracy", "INT8 accuracy")) for t in targets)  # no demo rows
     assert by_name(targets, "speed, batch 1").status == "PASS"  # 18 / 3 = 6x
+    # the demo models without --val: their budgets are listed, unchecked
+    targets, _ = report.targets([{**r, "map": None} for r in demo_rows(0.857, 0.866)], [1])
+    assert by_name(targets, "pruned accuracy").status == "UNCHECKED"
+    assert by_name(targets, "INT8 accuracy (demo int8-e2e").status == "UNCHECKED"
 
 
 def test_markdown_csv_and_plot(tmp_path: Path) -> None:

@@ -134,7 +134,9 @@ class FakeTriton:
         x = np.frombuffer(raw, np.float32).reshape(inp.shape())
         self.requests.append({"name": inp.name(), "datatype": inp.datatype(), "shape": inp.shape(), "x": x,
                               "outputs": [o.name() for o in outputs]})  # fmt: skip
-        res = dict(zip([o.name for o in self.session.get_outputs()], self.session.run(None, {"images": x}), strict=True))
+        res = dict(
+            zip([o.name for o in self.session.get_outputs()], self.session.run(None, {"images": x}), strict=True)
+        )
         return type("R", (), {"as_numpy": lambda self, n: res[n]})()
 
 

@@ -25,7 +25,9 @@ def mfssd_meta(model_config: dict[str, Any], model: str) -> dict[str, Any]:
     param = cfg.get("parameters", {}).get("mfssd", {})
     text = param.get("string_value") or param.get("stringValue")
     if not text:
-        raise MfssdError(f"Triton model {model!r} has no 'mfssd' parameter: serve a repository from mfssd-export --triton")
+        raise MfssdError(
+            f"Triton model {model!r} has no 'mfssd' parameter: serve a repository from mfssd-export --triton"
+        )
     return dict(json.loads(text))
 
 

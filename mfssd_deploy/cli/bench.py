@@ -231,16 +231,28 @@ def _text(result: dict[str, Any]) -> str:
         "",
         report.markdown(rows),
         "",
-        "Latency and stage times are ms per batch (medians); img/s from the median. * random weights: speed only "
-        "(full-size 300x300 MFSSD-BN; the pruned one keeps the pruned demo model's per-layer channel fractions, at its "
-        "parameter ratio, widths rounded to multiples of 8): scores are near uniform, so every configuration's NMS "
-        "works at its cap. Peers run end to end (no stage split). mem MB: peak resident memory of a fresh process "
-        "running only that configuration at these batch sizes.",
+        _notes(rows),
         "",
         "## Targets (BENCHMARKS.md)",
         *(report.Target(**t).line() for t in result["targets"]),
     ]
     return "\n".join(lines)
+
+
+def _notes(rows: list[dict[str, Any]]) -> str:
+    groups = {r["group"] for r in rows}
+    notes = ["Latency and stage times are ms per batch (medians); img/s from the median."]
+    if groups & {"full", "full-pruned"}:
+        notes.append(
+            "* random weights: speed only (full-size 300x300 MFSSD-BN; the pruned one keeps the pruned demo model's "
+            "per-layer channel fractions, at its parameter ratio, widths rounded to multiples of 8): scores are near "
+            "uniform, so every configuration's NMS works at its cap."
+        )
+    if "peer" in groups:
+        notes.append("Peers run end to end (no stage split).")
+    if any(r.get("memory_mb") for r in rows):
+        notes.append("mem MB: peak resident memory of a fresh process running only that configuration.")
+    return " ".join(notes)
 
 
 def _write_outputs(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
