@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     from mfssd_deploy.cli.bench import main as bench
 
     print(
-        "\n== 5. mfssd-bench --fps on these artifacts (short: 1 s per configuration and batch; the full-size model, the "
-        "peers and the targets: mfssd-bench --fps --val)"
+        "\n== 5. mfssd-bench --fps on these artifacts (short: 1 s per configuration and batch; the full-size model, "
+        "the peers and the targets: mfssd-bench --fps --val)"
     )
     paths = [str(model_path)] + [a["path"] for a in report["artifacts"] if a["layout"] == "end2end"]
     return bench(["--fps", "--models", ",".join(paths), "--batch", "1,8", "--seconds", "1", "--no-peers", "-q"])

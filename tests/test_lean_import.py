@@ -66,3 +66,21 @@ def test_blocker_really_blocks_torch() -> None:
     r = run_without_torch("import torch")
     assert r.returncode != 0
     assert "blocked for the lean-runtime test" in r.stderr
+
+
+def test_bench_runs_an_end2end_model_without_torch(artifacts: dict, tmp_path) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """mfssd-bench on a lean install (a Jetson or a small box): ONNX rows, blank parameters/GFLOPs."""
+    out = tmp_path / "b.json"
+    r = run_without_torch(
+        f"""
+        from mfssd_deploy.cli.bench import main
+        code = main(["--fps", "--models", {str(artifacts["int8"])!r}, "--batch", "1,2", "--iters", "2", "-q",
+                     "--no-memory", "--json", {str(out)!r}])
+        assert code == 0 and "torch" not in sys.modules
+        """
+    )
+    assert r.returncode == 0, r.stderr[-1500:]
+    import json
+
+    (row1, row2) = json.loads(out.read_text())["rows"]
+    assert row1["params"] is None and row1["images_per_s"] > 0 and row2["batch"] == 2

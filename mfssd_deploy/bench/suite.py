@@ -77,23 +77,26 @@ def _export(checkpoint: Path, cache: Path, name: str, calib_dir: Path) -> dict[s
 
 
 def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None) -> list[Model]:
-    """The models to benchmark; the groups' artifacts are exported (INT8 calibrated on `calib_dir`) once."""
-    from mfssd_deploy.bench.fullsize import fullsize_checkpoint, fullsize_config, pruned_config_like
+    """The models to benchmark; the groups' artifacts are exported (INT8 calibrated on `calib_dir`) once.
+    Files given by path need nothing else (the lean runtime benchmarks end2end ONNX files without torch)."""
     from mfssd_deploy.bundled import demo_model, pruned_demo_model
-    from mfssd_deploy.checkpoint import read_checkpoint
-    from mfssd_deploy.config import ModelConfig
 
-    cache.mkdir(parents=True, exist_ok=True)
     models = []
     for g in groups:
         if g in GROUPS and calib_dir is None:
             raise ValueError("the model groups need calibration images")
         calib = calib_dir or Path()
+        if g in GROUPS:
+            cache.mkdir(parents=True, exist_ok=True)
         if g == "demo":
             models.append(Model(g, _export(demo_model(), cache, "demo", calib), "trained"))
         elif g == "demo-pruned":
             models.append(Model(g, _export(pruned_demo_model(), cache, "demo-pruned", calib), "trained"))
         elif g in ("full", "full-pruned"):
+            from mfssd_deploy.bench.fullsize import fullsize_checkpoint, fullsize_config, pruned_config_like
+            from mfssd_deploy.checkpoint import read_checkpoint
+            from mfssd_deploy.config import ModelConfig
+
             if g == "full":
                 cfg = fullsize_config()
             else:
@@ -171,15 +174,23 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
         facts["cuda_graphs"] = opts["cuda_graphs"]
         facts["infer_includes"] = "H2D copy + compute + D2H copy (pinned host memory)"
     if with_facts:
-        from mfssd_deploy.bench.facts import model_facts
-
-        facts["params"], facts["gflops"] = model_facts(det.config)
+        facts["params"], facts["gflops"] = _facts_or_none(det.config)
 
     def run(images: list[Any]) -> dict[str, float]:
         det.detect_arrays(images)
         return det.last_timing
 
     return Runner(facts, run, detector=det)
+
+
+def _facts_or_none(cfg: Any) -> tuple[int | None, float | None]:
+    """Parameters and GFLOPs are measured on the torch model: without torch (lean runtime) they are blank."""
+    try:
+        from mfssd_deploy.bench.facts import model_facts
+
+        return model_facts(cfg)
+    except ImportError:
+        return None, None
 
 
 def _torchvision_peer(with_facts: bool) -> Runner:

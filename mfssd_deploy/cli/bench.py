@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from functools import partial
@@ -83,12 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _torch() -> Any:
+    """torch when installed: the lean runtime benchmarks end2end ONNX files without it."""
+    try:
+        import torch
+
+        return torch
+    except ImportError:
+        return None
+
+
 def _devices(choice: str) -> list[str]:
     if choice == "cpu":
         return ["cpu"]
-    import torch
+    torch = _torch()
+    if torch is not None:
+        gpu = torch.cuda.is_available()
+    else:
+        import onnxruntime as ort
 
-    gpu = torch.cuda.is_available()
+        gpu = bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers()))
     if choice == "cuda" and not gpu:
         raise MfssdError("--device cuda but torch sees no CUDA GPU; use --device cpu")
     if choice == "cuda":
@@ -137,12 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.formats) - set(FORMATS)
     if unknown:
         raise MfssdError(f"--formats: unknown {sorted(unknown)}; choose from {', '.join(FORMATS)}")
-    import torch
-
     from mfssd_deploy.bench import harness, report, suite
     from mfssd_deploy.bench.stats import environment, fp32_peaks
 
-    if args.threads:
+    torch = _torch()
+    if args.threads and torch is not None:
         torch.set_num_threads(args.threads)
     t_start = time.time()
     groups = args.models or (list(GROUPS) if args.fps else ["demo"])
@@ -175,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         return _soak(runners, images, args)
 
     env = environment()
-    env["threads"] = args.threads or torch.get_num_threads()
+    env["threads"] = args.threads or (torch.get_num_threads() if torch is not None else os.cpu_count())
     log.info("measuring the FP32 peak (2048^3 matmul)")
     env["fp32_matmul_gflops"] = fp32_peaks()
     env["peak_fp32_gflops"] = max(env["fp32_matmul_gflops"].values())
