@@ -61,10 +61,13 @@ def test_soak_reports_memory(artifacts: dict, tmp_path: Path) -> None:  # type: 
         (["--fps", "--formats", "int4"], "unknown ['int4']"),
         (["--soak", "0"], "--soak 0"),
         (["--fps", "--images", "/nonexistent-dir"], "--images"),
+        (["--fps", "--models", "ARTIFACT", "--val", "--val-images", "4", "--no-memory"], "but the validation set has"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, capsys) -> None:  # type: ignore[no-untyped-def]
-    assert bench([*argv, "-q"]) == 2
+def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, artifacts: dict, tmp_path: Path,
+                                          capsys) -> None:  # type: ignore[no-untyped-def,type-arg]  # fmt: skip
+    argv = [str(artifacts["e2e"]) if a == "ARTIFACT" else a for a in argv]  # a 3-class model vs the 6 synthetic shapes
+    assert bench([*argv, "-q", "--cache", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("mfssd-bench: error:")
 

@@ -60,13 +60,23 @@ def test_batch_of_cycles_the_same_images() -> None:
 
 
 def test_soak_sees_a_leak_and_no_growth_without_one() -> None:
-    kept: list[np.ndarray] = []
+    """In a fresh process: memory freed by earlier tests would otherwise absorb the leak."""
+    import json
+    import subprocess
+    import sys
 
-    def leaky(images: list[np.ndarray]) -> None:
-        kept.append(np.ones(2**20 // 8 * 4))  # 4 MiB held forever
-
-    steady = harness.soak(harness.Runner({}, lambda imgs: {"pre": 0.0}), [], 50)
-    leak = harness.soak(harness.Runner({}, leaky), [], 50)
+    code = """
+import json, numpy as np
+from mfssd_deploy.bench import harness
+kept = []
+def leaky(images):
+    kept.append(np.ones(2**20 // 8 * 4))  # 4 MiB held forever
+steady = harness.soak(harness.Runner({}, lambda imgs: {"pre": 0.0}), [], 50)
+leak = harness.soak(harness.Runner({}, leaky), [], 50)
+print(json.dumps([steady, leak]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    steady, leak = json.loads(proc.stdout)
     assert leak["growth_mb"] > 150 and leak["growth_second_half_mb"] > 75
     assert abs(steady["growth_mb"]) < 20
     assert len(leak["curve"]) == 10 and leak["curve"][-1][0] == 50

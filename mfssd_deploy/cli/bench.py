@@ -224,6 +224,11 @@ def _accuracy(runners: list[Any], args: argparse.Namespace, data: Path | None) -
     for r in runners:
         if r.detector is None or r.facts["weights"] == RANDOM:
             continue
+        if tuple(r.detector.class_names) != tuple(source.class_names):
+            raise MfssdError(
+                f"--val: {r.facts['model']} detects {list(r.detector.class_names)} but the validation set has "
+                f"{list(source.class_names)}; pass --val DIR with a dataset of the model's classes"
+            )
         log.info("accuracy of %s on %d images", r.facts["model"], len(source.records))
         res = evaluate(detector_predictor(r.detector), source, max_images=args.val_images, progress=False)
         r.facts["map"] = res["voc07_map"]
