@@ -73,6 +73,19 @@ def test_ratio_and_target_params() -> None:
         prune_model(build_model("ssd300", 5, width=0.125), ratio=0.2)
 
 
+def test_round_to_keeps_channel_multiples() -> None:
+    m = randomised(1)
+    r = prune_model(m, ratio=0.3, round_to=8)
+    widths = widths_of(r.model)
+    assert all(w % 8 == 0 for w in widths.values()) and widths != widths_of(m) and r.round_to == 8
+    exact = prune_model(m, ratio=0.3)
+    assert any(w % 8 for w in widths_of(exact.model).values())  # without rounding, odd widths appear
+    with torch.no_grad():
+        assert r.model(torch.randn(1, 3, 300, 300))[0].shape == (1, 11620, 4)
+    with pytest.raises(MfssdError, match="--round-to 0"):
+        prune_model(m, ratio=0.3, round_to=0)
+
+
 def m_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 

@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     budget.add_argument("--target-params", type=int, help="prune until at most this many parameters remain")
     budget.add_argument("--max-map-drop", type=float, help="largest pruning within D points of mAP@0.5 (needs --val)")
     ap.add_argument("--out", required=True, help="pruned checkpoint to write")
+    ap.add_argument("--round-to", type=int, help="keep a multiple of N channels per layer; 8 is faster to deploy "
+                    "(ONNX Runtime: 15-25%% at the same parameter count; TensorRT kernels tile by 8+). "
+                    "Default: the paper's exact |gamma| order")  # fmt: skip
     ap.add_argument("--val", help="dataset for --max-map-drop (its train split fine-tunes, its val split scores)")
     ap.add_argument("--search-epochs", type=int, default=2, help="fine-tune epochs per search step (default 2)")
     ap.add_argument("--search-steps", type=int, default=4, help="bisection steps of the search (default 4)")
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         result, search = accuracy_search(src, model, args)
         report["search"] = search
     else:
-        result = prune_model(model, ratio=args.ratio, target_params=args.target_params)
+        result = prune_model(model, ratio=args.ratio, target_params=args.target_params, round_to=args.round_to)
     before, after = facts(model), facts(result.model)
     record = pruning_record(result, sha256_file(src), widths_of(model))
     save_checkpoint(args.out, result.model, pruning=record, meta={"pruned_from": str(src)})
@@ -121,7 +124,7 @@ def accuracy_search(src: Path, model: Any, args: argparse.Namespace) -> tuple[An
     with tempfile.TemporaryDirectory(prefix="mfssd-prune.") as tmp:
         for step in range(args.search_steps):
             ratio = (lo + hi) / 2
-            cand = prune_model(model, ratio=ratio)
+            cand = prune_model(model, ratio=ratio, round_to=args.round_to)
             ckpt = save_checkpoint(Path(tmp) / f"r{step}.pt", cand.model)
             train(TrainOptions(data=str(args.val), out=str(Path(tmp) / f"ft{step}"), finetune=str(ckpt),
                                epochs=args.search_epochs, val_split=None, progress=False, warmup=0.05))  # fmt: skip
