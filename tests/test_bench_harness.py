@@ -117,3 +117,15 @@ def test_child_memory_is_its_own_not_the_parents(artifacts: dict) -> None:  # ty
     assert mem is not None and not mem["torch_loaded"]  # an end2end ONNX runs on the lean runtime
     assert 20 < mem["baseline_mb"] < mem["peak_rss_mb"] < 500 < harness.peak_rss_mb()
     assert ballast.sum() > 0
+
+
+def test_bench_sessions_do_not_spin(artifacts: dict) -> None:  # type: ignore[type-arg]
+    """Interleaved configurations: a spinning ONNX Runtime pool would steal the cores from the next one."""
+    from mfssd_deploy import Detector
+    from mfssd_deploy.bench.suite import build_runner, detector_spec
+
+    key = "session.intra_op.allow_spinning"
+    r = build_runner(detector_spec(artifacts["int8"], "t", "int8-e2e", "trained", "cpu", 2), with_facts=False)
+    assert r.detector.backend.session.get_session_options().get_session_config_entry(key) == "0"
+    alone = Detector(artifacts["int8"])  # a model that has the cores to itself keeps ONNX Runtime's default
+    assert alone.backend.session.get_session_options().get_session_config_entry(key) == "1"

@@ -159,8 +159,12 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
 
     path = Path(spec["path"])
     opts: dict[str, Any] = {}
-    if path.suffix == ".onnx" and spec.get("threads"):
-        opts["intra_op_threads"] = spec["threads"]
+    if path.suffix == ".onnx":
+        # interleaved configurations: spinning ONNX Runtime threads would slow whatever runs next
+        # (measured: PyTorch eager 30 -> 100 ms per call right after an ONNX Runtime call)
+        opts["spinning"] = False
+        if spec.get("threads"):
+            opts["intra_op_threads"] = spec["threads"]
     if path.suffix == ".engine":
         opts["cuda_graphs"] = bool(spec.get("cuda_graphs"))
     det = Detector(path, device=spec["device"], batch_size=spec["batch"], **opts)
