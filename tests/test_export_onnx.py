@@ -181,6 +181,8 @@ def test_int8_u8_activations_for_onnx_runtime_cpu(model: torch.nn.Module, raw: o
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
     zero_points = [inits[n.input[2]] for n in q.graph.node if n.op_type == "QuantizeLinear"]
     assert zero_points and all(z.dtype == np.uint8 for z in zero_points) and any(z.any() for z in zero_points)
+    assert not any(n.op_type == "Relu" for n in q.graph.node)  # folded into the convs' uint8 outputs
+    assert any(n.op_type == "Relu" for n in quantize_int8(raw, model.config, list_images(images)).graph.node)
     producers = {o: n for n in q.graph.node for o in n.output}
     conv = next(n for n in q.graph.node if n.op_type == "Conv")
     weight_zp = inits[producers[conv.input[1]].input[2]]

@@ -67,13 +67,24 @@ def _export(checkpoint: Path, cache: Path, name: str, calib_dir: Path) -> dict[s
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
     from mfssd_deploy.fileio import sha256_file
 
-    key = f"{name}-{sha256_file(checkpoint)[:10]}"
+    key = f"{name}-{sha256_file(checkpoint)[:10]}-{_recipe()}"
     files = {k: cache / f"{key}{suffix}" for k, (_, _, suffix) in FORMATS.items() if k != "eager"}
     if not all(p.is_file() for p in files.values()):
         log.info("exporting %s to %s (once; reused from the cache afterwards)", checkpoint.name, cache)
         run_export(ExportRequest(model=checkpoint, out_dir=cache, name=key, int8=True, int8_cpu=True, calib=calib_dir,
                                  calib_num=100, parity_images=sample_images(), time_runs=0))  # fmt: skip
     return {"eager": checkpoint, **files}
+
+
+def _recipe() -> str:
+    """What else decides an export's content: a new quantization recipe or release re-exports the cache."""
+    import hashlib
+    import json
+
+    from mfssd_deploy import __version__
+    from mfssd_deploy.exporters.quantize import QUANT_OPS, QUANT_OPS_U8
+
+    return hashlib.sha256(json.dumps([__version__, QUANT_OPS, QUANT_OPS_U8]).encode()).hexdigest()[:6]
 
 
 def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None) -> list[Model]:

@@ -31,6 +31,10 @@ METHODS = ("minmax", "entropy", "percentile")
 # Quantize the compute, not the outputs: softmax scores in int8 would have a 1/127 resolution,
 # coarser than the 0.01 score threshold, and loc offsets would lose box precision.
 QUANT_OPS = ("Conv", "MaxPool", "Resize")
+# u8 activations: a ReLU after a conv disappears into the conv's uint8 output (zero point at 0.0,
+# values clipped at it); measured 12-17% faster on the full-size model. With symmetric int8 the
+# ReLU stays between Q/DQ pairs, which TensorRT fuses into the conv itself.
+QUANT_OPS_U8 = (*QUANT_OPS, "Relu")
 
 
 def list_images(folder: str | os.PathLike[str], limit: int | None = None) -> list[Path]:
@@ -132,7 +136,7 @@ def quantize_int8(
                 str(dst),
                 _Reader(calib_files, cfg),
                 quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(QUANT_OPS),
+                op_types_to_quantize=list(QUANT_OPS if activations == "s8" else QUANT_OPS_U8),
                 activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
