@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--int8", action="store_true", help="also write the INT8 Q/DQ model(s)")
     q.add_argument("--int8-cpu", action="store_true",
                    help="with --int8, also the CPU-tuned INT8 model (.int8u8: uint8 activations, ONNX Runtime's fast "
-                        "path on x86, ~27%% faster there; TensorRT cannot load it)")  # fmt: skip
+                        "path on x86, ~1.5x the speed there; TensorRT cannot load it)")  # fmt: skip
     q.add_argument("--calib", help="folder of calibration images (same pre-processing as inference)")
     q.add_argument("--calib-num", type=int, default=200, help="calibration images to use (default 200)")
     q.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])

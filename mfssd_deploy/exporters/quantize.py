@@ -108,7 +108,8 @@ def quantize_int8(
 
     activations "s8": symmetric int8 (what TensorRT requires; runs everywhere). "u8": asymmetric
     uint8 activations with int8 weights, ONNX Runtime CPU's fast path (its VNNI kernels multiply
-    u8 x s8; measured here 27% faster than s8 x s8 on the full-size model), not loadable by TensorRT.
+    u8 x s8, and ReLUs fold into the conv outputs; measured here 1.45-1.6x the speed of the s8 model on
+    the full-size MFSSD-BN), not loadable by TensorRT.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
