@@ -62,7 +62,7 @@ def synth_data(cache: Path, calib: int = 100, val: int = 200) -> Path:
 
 
 def _export(checkpoint: Path, cache: Path, name: str, calib_dir: Path) -> dict[str, Path]:
-    """raw FP32, end2end FP32 and end2end INT8 ONNX of a checkpoint, exported once (keyed by content)."""
+    """raw FP32, end2end FP32 and end2end INT8 (s8 and u8) ONNX of a checkpoint, exported once per content."""
     from mfssd_deploy.bundled import sample_images
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
     from mfssd_deploy.fileio import sha256_file
