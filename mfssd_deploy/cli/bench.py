@@ -2,9 +2,10 @@
 
 --fps benchmarks the bundled demo models (trained: accuracy with --val) and the full-size 300x300
 MFSSD-BN, unpruned and pruned like the demo model (random weights: speed only), as PyTorch eager,
-ONNX Runtime FP32 raw / end2end and INT8 end2end; on a GPU also ONNX Runtime's CUDA/TensorRT
-providers and TensorRT engines (--models engines/x.engine). Peers in the same run: torchvision
-ssd300_vgg16 end to end, and eager MFSSD-BN with the reference per-class greedy NMS loop.
+ONNX Runtime FP32 raw / end2end and INT8 end2end (s8: TensorRT-compatible; u8: x86 CPUs); on a
+GPU also ONNX Runtime's CUDA/TensorRT providers and TensorRT engines (--models engines/x.engine).
+Peers in the same run: torchvision ssd300_vgg16 end to end, and eager MFSSD-BN with the reference
+per-class greedy NMS loop.
 
 Calls alternate between configurations round by round (A B A B) on the same images; figures are
 medians. The machine's FP32 peak is measured in the same run (a large matmul). Artifacts are
