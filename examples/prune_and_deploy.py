@@ -6,7 +6,7 @@
   4. export ONNX (FP32 + INT8 end2end) and
   5. benchmark unpruned vs pruned side by side.
 
-    python examples/prune_and_deploy.py [--model M.pt] [--ratio 0.3] [--images 256] [--epochs 1]
+    python examples/prune_and_deploy.py [--model M.pt] [--ratio 0.3] [--round-to 8] [--images 256] [--epochs 1]
 
 The defaults finish in minutes on a CPU; they show the mechanics, not the accuracy. The bundled
 pruned demo model was made the same way with real budgets (benchmarks/compression/reproduce.sh).
@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="an MFSSD-BN checkpoint (default: the bundled demo model)")
     ap.add_argument("--ratio", type=float, default=0.3, help="fraction of channels to remove, globally (default 0.3)")
+    ap.add_argument(
+        "--round-to",
+        type=int,
+        default=8,
+        help="keep a multiple of N channels per layer (default 8: faster kernels; 1: the paper's exact order)",
+    )
     ap.add_argument("--sparsity", type=float, default=1e-2, help="L1 weight on |gamma| (default 1e-2)")
     ap.add_argument("--images", type=int, default=256, help="synthetic training images (default 256)")
     ap.add_argument("--epochs", type=int, default=1, help="epochs of sparse training and of fine-tuning (default 1)")
@@ -55,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   val mAP@0.5 {sparse['history'][-1]['val']['voc07_map']:.4f}; median |gamma| {g['median']:.3g}, "
           f"{g['below_1e-2']:.0%} of {int(g['count'])} below 1e-2")  # fmt: skip
 
-    print(f"== 2. prune {args.ratio:.0%} of the channels by |gamma| (torch-pruning BNScalePruner, global)")
-    result = prune_model(sparse_model, ratio=args.ratio)
+    print(
+        f"== 2. prune {args.ratio:.0%} of the channels by |gamma| (torch-pruning BNScalePruner, global, "
+        f"widths multiples of {args.round_to})"
+    )
+    result = prune_model(sparse_model, ratio=args.ratio, round_to=args.round_to)
     pruned_path = out / "pruned.pt"
     record = pruning_record(result, sha256_file(out / "sparse" / "last.pt"), widths_of(sparse_model))
     save_checkpoint(pruned_path, result.model, pruning=record)

@@ -109,6 +109,11 @@ def test_prune_and_deploy_runs_the_pipeline(tmp_path: Path) -> None:
     for step in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5."):
         assert step in out
     assert "fewer)" in out and "| pruned.int8.end2end.onnx | 8 |" in out
+    from mfssd_deploy.checkpoint import read_checkpoint
+
+    pruned = read_checkpoint(tmp_path / "p" / "pruned.pt")
+    widths = pruned["config"]["widths"]
+    assert pruned["pruning"]["round_to"] == 8 and all(w % 8 == 0 for w in widths.values()), widths
 
 
 class FakeTriton:
