@@ -61,6 +61,7 @@ def test_soak_reports_memory(artifacts: dict, tmp_path: Path) -> None:  # type: 
         (["--fps", "--formats", "int4"], "unknown ['int4']"),
         (["--soak", "0"], "--soak 0"),
         (["--fps", "--images", "/nonexistent-dir"], "--images"),
+        (["--fps", "--models", "ARTIFACT", "--val", "/nonexistent-dir", "--no-memory"], "dataset not found"),
         (["--fps", "--models", "ARTIFACT", "--val", "--val-images", "4", "--no-memory"], "but the validation set has"),
     ],
 )

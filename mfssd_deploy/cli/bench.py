@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     # the synthetic set calibrates the groups' INT8 exports and is the default validation set
     need_data = args.val == "synth" or any(g in GROUPS for g in groups)
     data = suite.synth_data(cache, calib=100, val=args.val_images) if need_data else None
+    val_source = _val_source(args.val, data)  # before the long work: a wrong --val DIR fails now
     models = suite.prepare(groups, cache, data / "train" if data else None)
     specs = _specs(models, args.formats, devices, max(args.batch), args.threads, args.cuda_graphs)
     full = next((m for m in models if m.group == "full"), None)
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("measuring the FP32 peak (2048^3 matmul)")
     env["fp32_matmul_gflops"] = fp32_peaks()
     env["peak_fp32_gflops"] = max(env["fp32_matmul_gflops"].values())
-    _accuracy(runners, args, data)
+    _accuracy(runners, val_source, args.val_images, str(args.val))
     rows: list[dict[str, Any]] = []
     for b in args.batch:
         chunk = harness.batch_of(images, b)
@@ -214,14 +215,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _accuracy(runners: list[Any], args: argparse.Namespace, data: Path | None) -> None:
-    if args.val is None:
+def _val_source(val: str | None, data: Path | None) -> Any:
+    if val is None:
+        return None
+    from mfssd_deploy.data.sources import open_source
+
+    return open_source(data if val == "synth" and data else val, "val")
+
+
+def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> None:
+    if source is None:
         return
     from mfssd_deploy.bench.suite import RANDOM
-    from mfssd_deploy.data.sources import open_source
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
 
-    source = open_source(data if args.val == "synth" and data else args.val, "val")
     for r in runners:
         if r.detector is None or r.facts["weights"] == RANDOM:
             continue
@@ -231,10 +238,10 @@ def _accuracy(runners: list[Any], args: argparse.Namespace, data: Path | None) -
                 f"{list(source.class_names)}; pass --val DIR with a dataset of the model's classes"
             )
         log.info("accuracy of %s on %d images", r.facts["model"], len(source.records))
-        res = evaluate(detector_predictor(r.detector), source, max_images=args.val_images, progress=False)
+        res = evaluate(detector_predictor(r.detector), source, max_images=max_images, progress=False)
         r.facts["map"] = res["voc07_map"]
         r.facts["aps"] = res.get("coco", {}).get("APs")
-        r.facts["val"] = {"data": str(args.val), "images": res["images"]}
+        r.facts["val"] = {"data": label, "images": res["images"]}
 
 
 def _text(result: dict[str, Any]) -> str:
