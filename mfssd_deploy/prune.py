@@ -84,6 +84,7 @@ def prune_model(model: nn.Module, *, ratio: float | None = None, target_params: 
     """
     if round_to is not None and round_to < 1:
         raise MfssdError(f"--round-to {round_to}: give a channel multiple >= 1")
+    round_to = None if round_to == 1 else round_to  # a multiple of 1 is the exact order
     cfg: ModelConfig = config_of(model)
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         raise MfssdError(f"{cfg.variant} has no BatchNorm scales to prune by: slim an MFSSD-BN")

@@ -114,6 +114,13 @@ def test_prune_cli_table_and_checkpoint(tmp_path: Path, capsys: pytest.CaptureFi
     ck = read_checkpoint(out)
     assert ck["pruning"]["params_after"] < ck["pruning"]["params_before"]
     assert ck["pruning"]["widths_before"]["conv1_1"] == 8 and ck["meta"]["pruned_from"] == str(src)
+    # the command's default keeps widths at multiples of 8; --round-to 1 is the paper's exact order
+    assert ck["pruning"]["round_to"] == 8 and all(w % 8 == 0 for w in ck["config"]["widths"].values())
+    exact = tmp_path / "exact.pt"
+    assert main([str(src), "--ratio", "0.25", "--round-to", "1", "--out", str(exact)]) == 0
+    reference = prune_model(load_model(src), ratio=0.25)
+    assert read_checkpoint(exact)["pruning"]["round_to"] is None
+    assert read_checkpoint(exact)["config"]["widths"] == widths_of(reference.model)
 
 
 @pytest.mark.slow

@@ -69,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     budget.add_argument("--target-params", type=int, help="prune until at most this many parameters remain")
     budget.add_argument("--max-map-drop", type=float, help="largest pruning within D points of mAP@0.5 (needs --val)")
     ap.add_argument("--out", required=True, help="pruned checkpoint to write")
-    ap.add_argument("--round-to", type=int, help="keep a multiple of N channels per layer; 8 is faster to deploy "
-                    "(ONNX Runtime: 15-25%% at the same parameter count; TensorRT kernels tile by 8+). "
-                    "Default: the paper's exact |gamma| order")  # fmt: skip
+    ap.add_argument("--round-to", type=int, default=8, metavar="N",
+                    help="keep a multiple of N channels per layer (default 8: ONNX Runtime runs the same parameter "
+                    "count 15-25%% faster, TensorRT kernels tile by 8+, and the bundled pruned model lost no "
+                    "accuracy to it); 1 = the paper's exact |gamma| order")  # fmt: skip
     ap.add_argument("--val", help="dataset for --max-map-drop (its train split fine-tunes, its val split scores)")
     ap.add_argument("--search-epochs", type=int, default=2, help="fine-tune epochs per search step (default 2)")
     ap.add_argument("--search-steps", type=int, default=4, help="bisection steps of the search (default 4)")
