@@ -97,3 +97,18 @@ def test_markdown_csv_and_plot(tmp_path: Path) -> None:
     png = tmp_path / "b.png"
     report.plot(rows, png, "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fp16_engines_are_held_to_the_same_budget_as_int8() -> None:
+    def fp16(group: str, ips: float, map_: float | None = None) -> dict[str, Any]:
+        return {**row(group, "trt-fp16-e2e", 1, ips, map_=map_), "precision": "fp16"}
+
+    # FP16 loses 1.0 point on the unpruned demo model and 0.1 on the pruned one
+    rows = [*demo_rows(0.857, 0.866), fp16("demo", 90, 0.850), fp16("demo-pruned", 95, 0.865), *full_rows(1),
+            fp16("full", 50.0), fp16("full-pruned", 40.0), *peers(1, tv=4.0, ref=1.0)]  # fmt: skip
+    targets, ratios = report.targets(rows, [1])
+    t = by_name(targets, "FP16 accuracy (demo trt-fp16-e2e:")
+    assert t.status == "FAIL" and "FP32 0.8600 -> FP16 0.8500, drop +1.00 points" in t.detail
+    assert by_name(targets, "FP16 accuracy (demo-pruned trt-fp16-e2e:").status == "PASS"
+    assert ratios["1"]["best"] == "full-pruned trt-fp16-e2e"  # the faster unpruned FP16 row is out of budget
+    assert ratios["1"]["vs_torchvision"] == pytest.approx(10.0)

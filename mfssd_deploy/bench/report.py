@@ -11,7 +11,7 @@ from typing import Any
 
 SPEEDUP_TARGET = 5.0  # best full-size artifact within the accuracy budgets / torchvision ssd300_vgg16
 PRE_POST_SHARE = 0.05  # pre + post of end-to-end time at batch 8
-INT8_MAX_DROP = 0.5  # mAP@0.5 points vs FP32
+INT8_MAX_DROP = 0.5  # mAP@0.5 points vs FP32 (FP16 engines are held to the same budget)
 PRUNED_MAX_DROP = 1.0  # mAP@0.5 points vs unpruned
 PRUNED_MIN_REDUCTION = 0.33  # fraction of parameters removed
 TORCHVISION = "torchvision ssd300_vgg16"
@@ -49,11 +49,16 @@ def _params(rows: Sequence[dict[str, Any]], group: str) -> int | None:
     return next((int(r["params"]) for r in rows if r["group"] == group and r.get("params")), None)
 
 
-Budgets = dict[str, "bool | None"]  # "pruned", and "GROUP FORMAT" for each INT8 format of a demo group
+Budgets = dict[str, "bool | None"]  # "pruned", and "GROUP FORMAT" for each reduced-precision format of a demo group
 
 
-def _int8_formats(rows: Sequence[dict[str, Any]]) -> list[str]:
-    return sorted({r["format"] for r in rows if str(r.get("precision", "")).startswith("int8")})
+def _reduced(precision: Any) -> bool:
+    """INT8 (any flavour) or FP16: what must stay within the accuracy budget of FP32."""
+    return str(precision).startswith(("int8", "fp16"))
+
+
+def _reduced_formats(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return sorted({r["format"] for r in rows if _reduced(r.get("precision", ""))})
 
 
 def accuracy_budgets(rows: Sequence[dict[str, Any]]) -> tuple[list[Target], Budgets]:
@@ -64,17 +69,19 @@ def accuracy_budgets(rows: Sequence[dict[str, Any]]) -> tuple[list[Target], Budg
     for group in ("demo", "demo-pruned"):
         if group not in present:
             continue
-        for fmt in _int8_formats(rows):
-            fp32, int8 = _acc(rows, group, "fp32-e2e"), _acc(rows, group, fmt)
-            name = f"INT8 accuracy ({group} {fmt}: mAP@0.5 drop <= {INT8_MAX_DROP} points vs FP32)"
-            if fp32 is None or int8 is None:
+        for fmt in _reduced_formats(rows):
+            fp32, low = _acc(rows, group, "fp32-e2e"), _acc(rows, group, fmt)
+            precision = next(str(r["precision"]) for r in rows if r["format"] == fmt)
+            kind = "FP16" if precision.startswith("fp16") else "INT8"
+            name = f"{kind} accuracy ({group} {fmt}: mAP@0.5 drop <= {INT8_MAX_DROP} points vs FP32)"
+            if fp32 is None or low is None:
                 ok[f"{group} {fmt}"] = None
                 targets.append(Target(name, "UNCHECKED", "no accuracy in this run (add --val)"))
                 continue
-            drop = (fp32 - int8) * 100
+            drop = (fp32 - low) * 100
             ok[f"{group} {fmt}"] = drop <= INT8_MAX_DROP
             targets.append(Target(name, "PASS" if drop <= INT8_MAX_DROP else "FAIL",
-                                  f"FP32 {fp32:.4f} -> INT8 {int8:.4f}, drop {drop:+.2f} points"))  # fmt: skip
+                                  f"FP32 {fp32:.4f} -> {kind} {low:.4f}, drop {drop:+.2f} points"))  # fmt: skip
     name = f"pruned accuracy (>= {PRUNED_MIN_REDUCTION:.0%} fewer parameters, mAP@0.5 drop <= {PRUNED_MAX_DROP} points)"
     base, pruned = _acc(rows, "demo", "fp32-e2e"), _acc(rows, "demo-pruned", "fp32-e2e")
     pu, pp = _params(rows, "demo"), _params(rows, "demo-pruned")
@@ -93,10 +100,10 @@ def accuracy_budgets(rows: Sequence[dict[str, Any]]) -> tuple[list[Target], Budg
 
 def _eligible(row: dict[str, Any], ok: Budgets) -> bool | None:
     """Whether a full-size row's precision and pruning stay within the budgets measured on the demo:
-    a pruned row needs the pruning budget; an INT8 row needs its format's budget on the matching demo."""
+    a pruned row needs the pruning budget; an INT8/FP16 row needs its format's budget on the matching demo."""
     pruned = row["group"] == "full-pruned"
     checks = [ok["pruned"]] if pruned else []
-    if str(row["precision"]).startswith("int8"):
+    if _reduced(row["precision"]):
         checks.append(ok.get(f"{'demo-pruned' if pruned else 'demo'} {row['format']}"))
     if any(c is False for c in checks):
         return False

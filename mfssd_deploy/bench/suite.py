@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mfssd_deploy.bench import report
+from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget, build_group_engines
 from mfssd_deploy.bench.harness import Runner
 from mfssd_deploy.errors import MfssdError
 
@@ -29,6 +30,7 @@ FORMATS = {
     "int8-e2e": ("int8-qdq", "end2end", ".int8.end2end.onnx"),
     "int8u8-e2e": ("int8-qdq-u8", "end2end", ".int8u8.end2end.onnx"),  # ONNX Runtime CPU only
 }
+ALL_FORMATS = (*FORMATS, *ENGINE_FORMATS)  # the engine formats appear on a GPU with TensorRT
 RANDOM = report.RANDOM_WEIGHTS
 # Pruned full-size widths are rounded to a multiple of 8 channels: measured here, ONNX Runtime runs
 # the same parameter ratio 15-25% faster than with the demo's odd widths (SIMD blocks; TensorRT's
@@ -61,8 +63,10 @@ def synth_data(cache: Path, calib: int = 100, val: int = 200) -> Path:
     return root
 
 
-def _export(checkpoint: Path, cache: Path, name: str, calib_dir: Path) -> dict[str, Path]:
-    """raw FP32, end2end FP32 and end2end INT8 (s8 and u8) ONNX of a checkpoint, exported once per content."""
+def _export(checkpoint: Path, cache: Path, name: str, calib_dir: Path,
+            engines: EngineTarget | None = None) -> dict[str, Path]:  # fmt: skip
+    """raw FP32, end2end FP32 and end2end INT8 (s8 and u8) ONNX of a checkpoint, exported once per content;
+    on a GPU with TensorRT, also its engines (built once per GPU and TensorRT version)."""
     from mfssd_deploy.bundled import sample_images
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
     from mfssd_deploy.fileio import sha256_file
@@ -73,6 +77,15 @@ def _export(checkpoint: Path, cache: Path, name: str, calib_dir: Path) -> dict[s
         log.info("exporting %s to %s (once; reused from the cache afterwards)", checkpoint.name, cache)
         run_export(ExportRequest(model=checkpoint, out_dir=cache, name=key, int8=True, int8_cpu=True, calib=calib_dir,
                                  calib_num=100, parity_images=sample_images(), time_runs=0))  # fmt: skip
+    if engines is not None:
+
+        def export_fp16() -> Path:
+            run_export(ExportRequest(model=checkpoint, out_dir=cache, name=key, layouts=("end2end",), fp16=True,
+                                     parity_images=sample_images(), time_runs=0))  # fmt: skip
+            return cache / f"{key}.fp16.end2end.onnx"
+
+        onnx = {"fp32": files["fp32-e2e"], "int8": files["int8-e2e"]}
+        files.update(build_group_engines(onnx, cache, key, engines, export_fp16))
     return {"eager": checkpoint, **files}
 
 
@@ -87,8 +100,10 @@ def _recipe() -> str:
     return hashlib.sha256(json.dumps([__version__, QUANT_OPS, QUANT_OPS_U8]).encode()).hexdigest()[:6]
 
 
-def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None) -> list[Model]:
-    """The models to benchmark; the groups' artifacts are exported (INT8 calibrated on `calib_dir`) once.
+def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None,
+            engines: EngineTarget | None = None) -> list[Model]:  # fmt: skip
+    """The models to benchmark; the groups' artifacts are exported (INT8 calibrated on `calib_dir`) once,
+    and with `engines` (a GPU with TensorRT) built into TensorRT engines once.
     Files given by path need nothing else (the lean runtime benchmarks end2end ONNX files without torch)."""
     from mfssd_deploy.bundled import demo_model, pruned_demo_model
 
@@ -100,9 +115,9 @@ def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None) -> list[
         if g in GROUPS:
             cache.mkdir(parents=True, exist_ok=True)
         if g == "demo":
-            models.append(Model(g, _export(demo_model(), cache, "demo", calib), "trained"))
+            models.append(Model(g, _export(demo_model(), cache, "demo", calib, engines), "trained"))
         elif g == "demo-pruned":
-            models.append(Model(g, _export(pruned_demo_model(), cache, "demo-pruned", calib), "trained"))
+            models.append(Model(g, _export(pruned_demo_model(), cache, "demo-pruned", calib, engines), "trained"))
         elif g in ("full", "full-pruned"):
             from mfssd_deploy.bench.fullsize import fullsize_checkpoint, fullsize_config, pruned_config_like
             from mfssd_deploy.checkpoint import read_checkpoint
@@ -116,7 +131,7 @@ def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None) -> list[
                 )
                 cfg = pruned_config_like(u, p, multiple=CHANNEL_MULTIPLE)
             ckpt = fullsize_checkpoint(cache, g, cfg).checkpoint
-            models.append(Model(g, _export(ckpt, cache, g, calib), RANDOM))
+            models.append(Model(g, _export(ckpt, cache, g, calib, engines), RANDOM))
         else:
             path = Path(g)
             if not path.is_file():

@@ -3,7 +3,9 @@
 --fps benchmarks the bundled demo models (trained: accuracy with --val) and the full-size 300x300
 MFSSD-BN, unpruned and pruned like the demo model (random weights: speed only), as PyTorch eager,
 ONNX Runtime FP32 raw / end2end and INT8 end2end (s8: TensorRT-compatible; u8: x86 CPUs); on a
-GPU also ONNX Runtime's CUDA/TensorRT providers and TensorRT engines (--models engines/x.engine).
+GPU also PyTorch CUDA, ONNX Runtime's TensorRT/CUDA providers and, with TensorRT installed, INT8 and
+FP16 TensorRT engines of every group (built once per GPU and TensorRT version; --no-engines skips
+them); engines of your own with --models engines/x.engine.
 Peers in the same run: torchvision ssd300_vgg16 end to end, and eager MFSSD-BN with the reference
 per-class greedy NMS loop.
 
@@ -46,7 +48,7 @@ def _names(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mfssd_deploy.bench.suite import FORMATS, GROUPS
+    from mfssd_deploy.bench.suite import ALL_FORMATS, GROUPS
 
     ap = argparse.ArgumentParser(
         prog="mfssd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -56,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--models", type=_names, default=None,
                     help=f"comma-separated groups ({', '.join(GROUPS)}) and/or .pt/.onnx/.engine files "
                          "(default: all four groups; --soak: demo)")  # fmt: skip
-    ap.add_argument("--formats", type=_names, default=list(FORMATS),
-                    help=f"artifact kinds per group (default: {','.join(FORMATS)})")  # fmt: skip
+    ap.add_argument("--formats", type=_names, default=list(ALL_FORMATS),
+                    help=f"artifact kinds per group (default: {','.join(ALL_FORMATS)}; "
+                         "the trt-* engines only on a GPU with TensorRT)")  # fmt: skip
     ap.add_argument("--batch", type=_ints, default=[1, 8], help="batch sizes, comma-separated (default 1,8)")
     ap.add_argument("--iters", type=int, help="timed calls per configuration and batch (default: --seconds)")
     ap.add_argument("--seconds", type=float, default=2.0,
@@ -73,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto: CPU rows, plus GPU rows when a CUDA GPU is visible")  # fmt: skip
     ap.add_argument("--no-memory", dest="memory", action="store_false",
                     help="skip measuring each configuration's peak memory in a fresh process")  # fmt: skip
+    ap.add_argument("--no-engines", dest="engines", action="store_false",
+                    help="on a GPU with TensorRT: do not build the groups' engines (minutes each, once per GPU "
+                         "and TensorRT version)")  # fmt: skip
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="TensorRT engines: replay CUDA graphs (like trtexec --useCudaGraph)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime and torch (0: all cores)")
@@ -112,6 +118,24 @@ def _devices(choice: str) -> list[str]:
     return ["cpu", "cuda"] if gpu else ["cpu"]
 
 
+def _engine_target(devices: list[str], args: argparse.Namespace) -> Any:
+    """What to build the groups' TensorRT engines for, or None (no GPU, no TensorRT, or not asked)."""
+    from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget
+    from mfssd_deploy.errors import MissingExtraError
+    from mfssd_deploy.exporters.tensorrt_build import gpu_info, import_tensorrt
+
+    formats = tuple(f for f in args.formats if f in ENGINE_FORMATS)
+    if "cuda" not in devices or not formats or not args.engines:
+        return None
+    try:
+        trt = import_tensorrt()
+    except MissingExtraError as exc:
+        log.info("no TensorRT engine rows: %s", exc)
+        return None
+    batch = (min(args.batch), max(args.batch), max(args.batch))
+    return EngineTarget(gpu_info(), str(trt.__version__), batch, formats)
+
+
 def _timing_images(folder: str | None) -> tuple[list[Path], list[Any]]:
     from mfssd_deploy.bundled import sample_images
     from mfssd_deploy.inputs import image_files, load_images
@@ -134,7 +158,7 @@ def _specs(models: list[Any], formats: list[str], devices: list[str], batch: int
             if m.weights != "as given" and fmt not in formats:
                 continue
             for dev in devices:
-                gpu_only, cpu_only = fmt == "engine", fmt in ("fp32-raw", "int8u8-e2e")
+                gpu_only, cpu_only = fmt == "engine" or fmt.startswith("trt-"), fmt in ("fp32-raw", "int8u8-e2e")
                 if (gpu_only and dev != "cuda") or (cpu_only and dev == "cuda"):
                     continue  # u8 INT8 runs on CPUs only; on a GPU the raw graph is not the deployment path
                 out.append(detector_spec(path, m.group, fmt, m.weights, dev, batch, threads, cuda_graphs))
@@ -148,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         raise MfssdError("choose what to run: --fps (speed table) or --soak N (memory growth over N calls)")
     if args.soak is not None and args.soak < 1:
         raise MfssdError(f"--soak {args.soak}: give a number of calls >= 1")
-    from mfssd_deploy.bench.suite import FORMATS, GROUPS
+    from mfssd_deploy.bench.suite import ALL_FORMATS, GROUPS
 
-    unknown = set(args.formats) - set(FORMATS)
+    unknown = set(args.formats) - set(ALL_FORMATS)
     if unknown:
-        raise MfssdError(f"--formats: unknown {sorted(unknown)}; choose from {', '.join(FORMATS)}")
+        raise MfssdError(f"--formats: unknown {sorted(unknown)}; choose from {', '.join(ALL_FORMATS)}")
     from mfssd_deploy.bench import harness, report, suite
     from mfssd_deploy.bench.stats import environment, fp32_peaks
 
@@ -168,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     need_data = args.val == "synth" or any(g in GROUPS for g in groups)
     data = suite.synth_data(cache, calib=100, val=args.val_images) if need_data else None
     val_source = _val_source(args.val, data)  # before the long work: a wrong --val DIR fails now
-    models = suite.prepare(groups, cache, data / "train" if data else None)
+    engines = _engine_target(devices, args) if any(g in GROUPS for g in groups) else None
+    models = suite.prepare(groups, cache, data / "train" if data else None, engines)
     specs = _specs(models, args.formats, devices, max(args.batch), args.threads, args.cuda_graphs)
     full = next((m for m in models if m.group == "full"), None)
     if args.fps and args.peers and full is not None:
