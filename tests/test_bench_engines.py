@@ -14,6 +14,7 @@ import pytest
 
 from mfssd_deploy.bench.engines import EngineTarget, build_group_engines, engine_tag
 from mfssd_deploy.engine_meta import read_engine_meta
+from mfssd_deploy.errors import MissingExtraError
 
 from fake_tensorrt import make_fake_tensorrt
 
@@ -123,3 +124,9 @@ def test_engines_are_built_only_on_a_gpu_with_tensorrt(fake, monkeypatch) -> Non
     assert _engine_target(["cpu", "cuda"], args("--formats", "fp32-e2e,trt-int8-e2e")).formats == ("trt-int8-e2e",)
     assert _engine_target(["cpu", "cuda"], args("--no-engines")) is None
     assert _engine_target(["cpu", "cuda"], args("--formats", "fp32-e2e")) is None
+
+    def no_torch() -> Any:
+        raise MissingExtraError("building engines needs torch to identify the GPU")
+
+    monkeypatch.setattr(tensorrt_build, "gpu_info", no_torch)  # a lean install: ONNX Runtime GPU rows only
+    assert _engine_target(["cpu", "cuda"], args()) is None

@@ -25,10 +25,13 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.errors import MfssdError
+
+if TYPE_CHECKING:
+    from mfssd_deploy.bench.engines import EngineTarget
 
 log = logging.getLogger("mfssd_deploy")
 
@@ -118,7 +121,7 @@ def _devices(choice: str) -> list[str]:
     return ["cpu", "cuda"] if gpu else ["cpu"]
 
 
-def _engine_target(devices: list[str], args: argparse.Namespace) -> Any:
+def _engine_target(devices: list[str], args: argparse.Namespace) -> EngineTarget | None:
     """What to build the groups' TensorRT engines for, or None (no GPU, no TensorRT, or not asked)."""
     from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget
     from mfssd_deploy.errors import MissingExtraError
@@ -128,12 +131,12 @@ def _engine_target(devices: list[str], args: argparse.Namespace) -> Any:
     if "cuda" not in devices or not formats or not args.engines:
         return None
     try:
-        trt = import_tensorrt()
+        version = str(import_tensorrt().__version__)
+        gpu = gpu_info()  # through torch: a lean install (ONNX Runtime GPU only) gets no engine rows
     except MissingExtraError as exc:
         log.info("no TensorRT engine rows: %s", exc)
         return None
-    batch = (min(args.batch), max(args.batch), max(args.batch))
-    return EngineTarget(gpu_info(), str(trt.__version__), batch, formats)
+    return EngineTarget(gpu, version, (min(args.batch), max(args.batch), max(args.batch)), formats)
 
 
 def _timing_images(folder: str | None) -> tuple[list[Path], list[Any]]:
