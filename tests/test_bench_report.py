@@ -112,3 +112,35 @@ def test_fp16_engines_are_held_to_the_same_budget_as_int8() -> None:
     assert by_name(targets, "FP16 accuracy (demo-pruned trt-fp16-e2e:").status == "PASS"
     assert ratios["1"]["best"] == "full-pruned trt-fp16-e2e"  # the faster unpruned FP16 row is out of budget
     assert ratios["1"]["vs_torchvision"] == pytest.approx(10.0)
+
+
+def test_speed_ratios_pair_each_precision_with_fp32_and_each_pruned_row_with_unpruned() -> None:
+    rows = full_rows(8) + peers(8, tv=3.0, ref=1.5)
+    got = {(r["of"], r["vs"]): r["ratio"] for r in report.speed_ratios(rows)}
+    assert got == pytest.approx({
+        ("full int8-e2e", "full fp32-e2e"): 13 / 6, ("full-pruned fp32-e2e", "full fp32-e2e"): 9 / 6,
+        ("full-pruned int8-e2e", "full-pruned fp32-e2e"): 18 / 9, ("full-pruned int8-e2e", "full int8-e2e"): 18 / 13,
+    })  # fmt: skip
+    table = report.ratios_markdown(report.speed_ratios(rows + full_rows(1)))
+    assert "| full-pruned int8-e2e / full int8-e2e | 1.38x | 1.38x |" in table and "| batch 1 | batch 8 |" in table
+
+
+def test_gpu_target_needs_a_pruned_int8_engine_within_budget() -> None:
+    def engine(group: str, ips: float, map_: float | None = None) -> dict[str, Any]:
+        return {**row(group, "trt-int8-e2e", 1, ips, map_=map_), "precision": "int8", "device": "cuda"}
+
+    cpu_only = demo_rows(0.857, 0.866) + full_rows(1)
+    t = report.gpu_target(cpu_only, report.accuracy_budgets(cpu_only)[1])
+    assert t.status == "UNCHECKED" and "needs an NVIDIA GPU" in t.detail
+    assert any(x.name.startswith("GPU, batch 1") for x in report.targets(cpu_only, [1])[0])
+
+    def verdict(ips: float, pruned_engine_map: float) -> report.Target:
+        rows = [*demo_rows(0.857, 0.866), engine("demo-pruned", 300, pruned_engine_map), *full_rows(1),
+                engine("full-pruned", ips)]  # fmt: skip
+        return report.gpu_target(rows, report.accuracy_budgets(rows)[1])
+
+    assert verdict(400.0, 0.864).status == "PASS"  # 5 x 79.5 = 397.5; engine within 0.2 points
+    assert verdict(390.0, 0.864).status == "FAIL"
+    over = verdict(400.0, 0.850)  # the engine loses 1.6 points on the pruned demo model
+    assert over.status == "FAIL" and "outside the accuracy budgets" in over.detail
+    assert "full-pruned trt-int8-e2e cuda 400.0 img/s = 5.03x the paper" in verdict(400.0, 0.864).detail

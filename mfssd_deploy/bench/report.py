@@ -14,6 +14,8 @@ PRE_POST_SHARE = 0.05  # pre + post of end-to-end time at batch 8
 INT8_MAX_DROP = 0.5  # mAP@0.5 points vs FP32 (FP16 engines are held to the same budget)
 PRUNED_MAX_DROP = 1.0  # mAP@0.5 points vs unpruned
 PRUNED_MIN_REDUCTION = 0.33  # fraction of parameters removed
+PAPER_GPU_FPS = 79.5  # the paper's MFSSD, end to end on a GTX 1080 Ti, batch 1
+GPU_SPEEDUP_TARGET = 5.0  # pruned INT8 TensorRT on a GTX 1080 Ti-class GPU / the paper's figure
 TORCHVISION = "torchvision ssd300_vgg16"
 REFERENCE = "MFSSD-BN eager + reference NMS loop"
 RANDOM_WEIGHTS = "random (speed only)"  # bench.suite.RANDOM
@@ -173,7 +175,59 @@ def targets(rows: Sequence[dict[str, Any]], batches: Sequence[int]) -> tuple[lis
         out.append(Target(name, "PASS" if frac <= PRE_POST_SHARE else "FAIL",
                           f"{label(pick)}: pre {st['pre']:.1f} + post {st['post']:.1f} of "
                           f"{st['pre'] + st['infer'] + st['post']:.1f} ms per batch = {frac:.1%}"))  # fmt: skip
+    if any(r["group"] == "full-pruned" for r in rows):
+        out.append(gpu_target(rows, ok))
     return out + acc_targets, ratios
+
+
+def gpu_target(rows: Sequence[dict[str, Any]], ok: Budgets) -> Target:
+    """BENCHMARKS.md's GPU target: the full-size pruned INT8 TensorRT engine at batch 1 vs 5x the paper's FPS."""
+    goal = GPU_SPEEDUP_TARGET * PAPER_GPU_FPS
+    name = (f"GPU, batch 1 (pruned INT8 TensorRT on a GTX 1080 Ti-class GPU >= {GPU_SPEEDUP_TARGET:g}x the paper's "
+            f"{PAPER_GPU_FPS} FPS = {goal:g} img/s)")  # fmt: skip
+    engines = [r for r in rows if r["group"] == "full-pruned" and r["batch"] == 1 and r.get("device") == "cuda"
+               and str(r["precision"]).startswith("int8") and r["format"] in ("trt-int8-e2e", "engine")]  # fmt: skip
+    if not engines:
+        return Target(name, "UNCHECKED", "no TensorRT engine of the full-size pruned model in this run "
+                                         "(needs an NVIDIA GPU with TensorRT)")  # fmt: skip
+    best = max(engines, key=lambda r: r["images_per_s"])
+    eligible = _eligible(best, ok)
+    detail = f"{label(best)} {best['images_per_s']:.1f} img/s = {best['images_per_s'] / PAPER_GPU_FPS:.2f}x the paper"
+    if eligible is False:
+        return Target(name, "FAIL", detail + " (outside the accuracy budgets measured on the demo models)")
+    status = "PASS" if best["images_per_s"] >= goal else "FAIL"
+    return Target(name, status, detail + (" (accuracy budgets not measured in this run: add --val)" if eligible is None
+                                          else ""))  # fmt: skip
+
+
+def speed_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """BENCHMARKS.md's other ratios, each within one device and batch: INT8/FP16 vs FP32 of the same model,
+    and pruned vs unpruned in the same format."""
+    key = {(r["group"], r["format"], r.get("device", "cpu"), r["batch"]): r for r in rows if r["group"] != "peer"}
+    out = []
+    for (group, fmt, dev, b), r in key.items():
+        pairs = []
+        if _reduced(r["precision"]) and (base := key.get((group, "fp32-e2e", dev, b))):
+            pairs.append(("precision", base))
+        if group in ("demo-pruned", "full-pruned") and (base := key.get((group.removesuffix("-pruned"), fmt, dev, b))):
+            pairs.append(("pruning", base))
+        for kind, base in pairs:
+            out.append({"kind": kind, "batch": b, "device": dev, "of": label(r), "vs": label(base),
+                        "ratio": r["images_per_s"] / base["images_per_s"]})  # fmt: skip
+    return out
+
+
+def ratios_markdown(ratios: Sequence[dict[str, Any]]) -> str:
+    """One line per pair, one column per batch size."""
+    batches = sorted({r["batch"] for r in ratios})
+    pairs = list(dict.fromkeys((r["kind"], r["of"], r["vs"]) for r in ratios))
+    lines = ["| speed ratio (same run) | " + " | ".join(f"batch {b}" for b in batches) + " |",
+             "|---|" + "---:|" * len(batches)]  # fmt: skip
+    for kind, of, vs in pairs:
+        cells = [next((f"{r['ratio']:.2f}x" for r in ratios if (r["kind"], r["of"], r["vs"], r["batch"]) ==
+                       (kind, of, vs, b)), "") for b in batches]  # fmt: skip
+        lines.append(f"| {of} / {vs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _fmt(v: Any, spec: str) -> str:

@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     env["peak_rss_mb"] = harness.peak_rss_mb()
     targets, ratios = report.targets(rows, args.batch)
     result = {"env": env, "rows": rows, "targets": [t.__dict__ for t in targets], "ratios": ratios,
+              "speed_ratios": report.speed_ratios(rows),
               "settings": {"batches": args.batch, "iters": args.iters, "seconds": args.seconds,
                            "warmup": args.warmup, "timing_images": len(images), "val": args.val},
               "seconds": time.time() - t_start}  # fmt: skip
@@ -276,6 +277,8 @@ def _text(result: dict[str, Any]) -> str:
     from mfssd_deploy.bench import report
 
     env, rows = result["env"], result["rows"]
+    ratios = result["speed_ratios"]
+    ratio_lines = ["## Speed ratios (same run)", "", report.ratios_markdown(ratios), ""] if ratios else []
     gpu = f", GPU {env['gpu']} (sm_{''.join(map(str, env['compute_capability']))})" if env.get("gpu") else ", no GPU"
     lines = [
         f"# mfssd-bench --fps: {env['cpu']}, {env['threads']} threads{gpu}",
@@ -288,6 +291,7 @@ def _text(result: dict[str, Any]) -> str:
         "",
         _notes(rows),
         "",
+        *ratio_lines,
         "## Targets (BENCHMARKS.md)",
         *(report.Target(**t).line() for t in result["targets"]),
     ]
