@@ -44,3 +44,41 @@ def test_model_facts_are_the_measured_architecture(artifacts: dict) -> None:  # 
     full = build_model("mfssd_bn")
     params, gflops = model_facts(full.config)
     assert params == 33_713_888 and gflops == pytest.approx(2 * 39.516, abs=0.01)
+
+
+def test_gpu_driver_from_the_kernel_module_or_the_jetson_release(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from mfssd_deploy.bench.stats import gpu_driver
+
+    desktop = tmp_path / "version"
+    desktop.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
+                       "GCC version:  gcc version 12.3.0\n")  # fmt: skip
+    open_kernel = tmp_path / "version-open"
+    open_kernel.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  550.54.14  Release Build\n")
+    tegra = tmp_path / "nv_tegra_release"
+    tegra.write_text("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64\n")
+    missing = str(tmp_path / "missing")
+    assert gpu_driver(str(desktop), missing) == "535.104.05"
+    assert gpu_driver(str(open_kernel), missing) == "550.54.14"
+    assert gpu_driver(missing, str(tegra)) == "L4T R35.4.1"
+
+    def no_smi(*a, **k):  # type: ignore[no-untyped-def]
+        raise FileNotFoundError("nvidia-smi")
+
+    monkeypatch.setattr(subprocess, "run", no_smi)
+    assert gpu_driver(missing, missing) is None
+
+
+def test_each_row_is_read_against_its_own_devices_peak() -> None:
+    from mfssd_deploy.cli.bench import _text, peak_for
+
+    env = {"peak_fp32_gflops": 400.0, "peak_fp32_gflops_gpu": 11000.0}
+    assert peak_for({"device": "cpu"}, env) == 400.0 and peak_for({"device": "cuda"}, env) == 11000.0
+    assert peak_for({"device": "cuda"}, {"peak_fp32_gflops": 400.0}) is None  # never the CPU's peak for a GPU row
+    env.update(cpu="x", threads=2, torch="2", onnxruntime="1", tensorrt="8.6.1", fp32_matmul_gflops={"torch": 400.0},
+               peak_rss_mb=1.0, gpu="NVIDIA GeForce GTX 1080 Ti", compute_capability=[6, 1], cuda="12.1",
+               gpu_driver="535.104.05")  # fmt: skip
+    head = _text({"env": env, "rows": [], "speed_ratios": [], "targets": []}).splitlines()[:2]
+    assert "GPU NVIDIA GeForce GTX 1080 Ti (sm_61, CUDA 12.1, driver 535.104.05)" in head[0]
+    assert "GPU FP32 peak 11000 GFLOP/s" in head[1]

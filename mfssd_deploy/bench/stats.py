@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -73,9 +75,35 @@ def environment() -> dict[str, Any]:
         if torch.cuda.is_available():
             env["gpu"] = torch.cuda.get_device_name()
             env["compute_capability"] = list(torch.cuda.get_device_capability())
+            env["cuda"] = torch.version.cuda
+            env["gpu_driver"] = gpu_driver()
     except ImportError:
         pass
     return env
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def gpu_driver(proc_version: str = "/proc/driver/nvidia/version", tegra_release: str = "/etc/nv_tegra_release"
+               ) -> str | None:  # fmt: skip
+    """The NVIDIA driver version (desktop: the kernel module's; Jetson: the L4T release), or None."""
+    m = re.search(r"Kernel Module\s+(?:for \S+\s+)?([\d.]+)", _read(proc_version))
+    if m:
+        return m.group(1)
+    m = re.search(r"R(\d+) \(release\), REVISION: ([\d.]+)", _read(tegra_release))
+    if m:
+        return f"L4T R{m.group(1)}.{m.group(2)}"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+        return out.splitlines()[0] if out else None
+    return None
 
 
 def _ort_matmul(n: int) -> Callable[[], Any]:
@@ -116,6 +144,31 @@ def fp32_peaks(n: int = 2048, repeats: int = 5) -> dict[str, float]:
         a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
         fns["numpy"] = lambda: a @ b
     return {k: 2 * n**3 / min(time_calls(f, warmup=1, iters=repeats)) / 1e9 for k, f in fns.items()}
+
+
+def gpu_fp32_peak(n: int = 4096, repeats: int = 5) -> float | None:
+    """GFLOP/s of a large FP32 matmul on the CUDA GPU (TF32 off: it is the FP32 peak), or None without one.
+
+    GPU rows are read against this, CPU rows against fp32_peaks: one device's peak says nothing of the other's.
+    """
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    a, b = (torch.randn(n, n, device="cuda") for _ in range(2))
+    allow = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+
+        def call() -> None:
+            a @ b
+            torch.cuda.synchronize()
+
+        return 2 * n**3 / min(time_calls(call, warmup=2, iters=repeats)) / 1e9
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow
 
 
 def peak_fp32_gflops(n: int = 2048, repeats: int = 5) -> float:

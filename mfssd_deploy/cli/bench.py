@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise MfssdError(f"--formats: unknown {sorted(unknown)}; choose from {', '.join(ALL_FORMATS)}")
     from mfssd_deploy.bench import harness, report, suite
-    from mfssd_deploy.bench.stats import environment, fp32_peaks
+    from mfssd_deploy.bench.stats import environment, fp32_peaks, gpu_fp32_peak
 
     torch = _torch()
     if args.threads and torch is not None:
@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("measuring the FP32 peak (2048^3 matmul)")
     env["fp32_matmul_gflops"] = fp32_peaks()
     env["peak_fp32_gflops"] = max(env["fp32_matmul_gflops"].values())
+    if "cuda" in devices:
+        log.info("measuring the GPU's FP32 peak (4096^3 matmul, TF32 off)")
+        env["peak_fp32_gflops_gpu"] = gpu_fp32_peak()
     _accuracy(runners, val_source, args.val_images, str(args.val))
     rows: list[dict[str, Any]] = []
     for b in args.batch:
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("timing batch %d: %d configurations interleaved", b, len(runners))
         timed = harness.interleaved(runners, chunk, warmup=args.warmup, iters=args.iters, seconds=args.seconds)
         for r, (times, stages) in zip(runners, timed, strict=True):
-            rows.append(harness.make_row(r, b, times, stages, env["peak_fp32_gflops"]))
+            rows.append(harness.make_row(r, b, times, stages, peak_for(r.facts, env)))
     env["peak_rss_mb"] = harness.peak_rss_mb()
     targets, ratios = report.targets(rows, args.batch)
     result = {"env": env, "rows": rows, "targets": [t.__dict__ for t in targets], "ratios": ratios,
@@ -273,19 +276,31 @@ def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> N
         r.facts["val"] = {"data": label, "images": res["images"]}
 
 
+def peak_for(facts: dict[str, Any], env: dict[str, Any]) -> float | None:
+    """The FP32 peak a row is read against: its own device's (a GPU row against the GPU's matmul)."""
+    if facts.get("device", "cpu") == "cuda":
+        return env.get("peak_fp32_gflops_gpu")
+    return env.get("peak_fp32_gflops")
+
+
 def _text(result: dict[str, Any]) -> str:
     from mfssd_deploy.bench import report
 
     env, rows = result["env"], result["rows"]
     ratios = result["speed_ratios"]
     ratio_lines = ["## Speed ratios (same run)", "", report.ratios_markdown(ratios), ""] if ratios else []
-    gpu = f", GPU {env['gpu']} (sm_{''.join(map(str, env['compute_capability']))})" if env.get("gpu") else ", no GPU"
+    gpu, gpu_peak = ", no GPU", ""
+    if env.get("gpu"):
+        gpu = (f", GPU {env['gpu']} (sm_{''.join(map(str, env['compute_capability']))}, CUDA {env.get('cuda')}, "
+               f"driver {env.get('gpu_driver') or 'unknown'})")  # fmt: skip
+    if env.get("peak_fp32_gflops_gpu"):
+        gpu_peak = f"; GPU FP32 peak {env['peak_fp32_gflops_gpu']:.0f} GFLOP/s (4096^3 matmul, TF32 off)"
     lines = [
         f"# mfssd-bench --fps: {env['cpu']}, {env['threads']} threads{gpu}",
         f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, tensorrt {env['tensorrt'] or 'not installed'}; "
         f"FP32 peak measured in this run: {env['peak_fp32_gflops']:.0f} GFLOP/s (2048^3 matmul: "
         + ", ".join(f"{k} {v:.0f}" for k, v in env["fp32_matmul_gflops"].items())
-        + f"); peak RSS {env['peak_rss_mb']:.0f} MB",
+        + f"){gpu_peak}; peak RSS {env['peak_rss_mb']:.0f} MB",
         "",
         report.markdown(rows),
         "",
