@@ -117,6 +117,53 @@ def test_child_memory_is_its_own_not_the_parents(artifacts: dict) -> None:  # ty
     assert mem is not None and not mem["torch_loaded"]  # an end2end ONNX runs on the lean runtime
     assert 20 < mem["baseline_mb"] < mem["peak_rss_mb"] < 500 < harness.peak_rss_mb()
     assert ballast.sum() > 0
+    assert mem["gpu_mb"] is None  # a CPU configuration
+
+
+class FakeLibcuda:
+    """The driver calls `_gpu_free_bytes` makes, writing through the byref arguments like libcuda does."""
+
+    def __init__(self, free: int, fail: str | None = None) -> None:
+        self.free, self.fail, self.calls = free, fail, []  # type: ignore[var-annotated]
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        def call(*args):  # type: ignore[no-untyped-def]
+            self.calls.append(name)
+            if name == self.fail:
+                return 100  # CUDA_ERROR_NO_DEVICE
+            if name == "cuMemGetInfo_v2":
+                args[0]._obj.value, args[1]._obj.value = self.free, 8 * 2**30
+            return 0
+
+        return call
+
+
+def test_gpu_memory_is_read_from_the_driver_in_the_primary_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    from mfssd_deploy.bench import memory
+
+    fake = FakeLibcuda(free=3 * 2**30)
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: fake if name == "libcuda.so.1" else None)
+    assert memory._gpu_free_bytes() == 3 * 2**30
+    assert fake.calls == ["cuInit", "cuDeviceGet", "cuDevicePrimaryCtxRetain", "cuCtxSetCurrent", "cuCtxSynchronize",
+                          "cuMemGetInfo_v2"]  # fmt: skip
+    no_gpu = FakeLibcuda(free=1, fail="cuInit")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: no_gpu)
+    assert memory._gpu_free_bytes() is None and no_gpu.calls == ["cuInit"]
+
+    def no_driver(name: str) -> None:
+        raise OSError("libcuda.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_driver)
+    assert memory._gpu_free_bytes() is None
+
+
+def test_memory_cell_shows_gpu_memory_when_measured() -> None:
+    from mfssd_deploy.bench import report
+
+    assert report._memory({"memory_mb": 303.4, "gpu_memory_mb": 511.6}) == "303 + 512 GPU"
+    assert report._memory({"memory_mb": 303.4, "gpu_memory_mb": None}) == "303"
 
 
 def test_bench_sessions_do_not_spin(artifacts: dict) -> None:  # type: ignore[type-arg]

@@ -124,6 +124,7 @@ def make_row(runner: Runner, batch: int, times: list[float], stages: list[dict[s
     )
     mem = runner.facts.get("memory")
     row["memory_mb"] = mem["peak_rss_mb"] if mem else None
+    row["gpu_memory_mb"] = mem.get("gpu_mb") if mem else None
     gflops = row.get("gflops")
     if gflops:
         row["achieved_gflops_per_s"] = gflops * row["images_per_s"]

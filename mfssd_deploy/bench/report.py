@@ -234,6 +234,12 @@ def _fmt(v: Any, spec: str) -> str:
     return "" if v is None else format(v, spec)
 
 
+def _memory(row: dict[str, Any]) -> str:
+    """Host peak RSS, and on a GPU the device memory the configuration holds: "303 + 512 GPU"."""
+    gpu = row.get("gpu_memory_mb")
+    return _fmt(row.get("memory_mb"), ".0f") + (f" + {gpu:.0f} GPU" if gpu is not None else "")
+
+
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     head = ("| configuration | batch | img/s | mean | p50 | p90 | p99 | pre | infer | post | params | GFLOPs "
             "| GFLOP/s (% peak) | MB | mem MB | mAP@0.5 | APs |")  # fmt: skip
@@ -248,14 +254,15 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             f"| {_fmt(st.get('pre'), '.1f')} | {_fmt(st.get('infer'), '.1f')} | {_fmt(st.get('post'), '.1f')} "
             f"| {_fmt(r.get('params'), ',')} | {_fmt(r.get('gflops'), '.2f')} | {roof} "
             f"| {_fmt(r.get('size_mb'), '.1f')} "
-            f"| {_fmt(r.get('memory_mb'), '.0f')} | {_fmt(r.get('map'), '.4f')} | {_fmt(r.get('aps'), '.4f')} |"
+            f"| {_memory(r)} | {_fmt(r.get('map'), '.4f')} | {_fmt(r.get('aps'), '.4f')} |"
         )
     return "\n".join(lines)
 
 
 CSV_FIELDS = ("group", "format", "model", "device", "backend", "precision", "layout", "weights", "batch",
               "images_per_s", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "pre_ms", "infer_ms", "post_ms", "params",
-              "gflops", "achieved_gflops_per_s", "fraction_of_peak", "size_mb", "memory_mb", "map", "aps")  # fmt: skip
+              "gflops", "achieved_gflops_per_s", "fraction_of_peak", "size_mb", "memory_mb", "gpu_memory_mb", "map",
+              "aps")  # fmt: skip
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:

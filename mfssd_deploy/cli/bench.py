@@ -325,7 +325,9 @@ def _notes(rows: list[dict[str, Any]]) -> str:
     if "peer" in groups:
         notes.append("Peers run end to end (no stage split).")
     if any(r.get("memory_mb") for r in rows):
-        notes.append("mem MB: peak resident memory of a fresh process running only that configuration.")
+        notes.append("mem MB: peak resident memory of a fresh process running only that configuration"
+                     + (" (+ GPU: device memory it holds after its runs, above the CUDA context)."
+                        if any(r.get("gpu_memory_mb") is not None for r in rows) else "."))  # fmt: skip
     return " ".join(notes)
 
 
