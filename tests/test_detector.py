@@ -158,3 +158,50 @@ def test_provider_choice() -> None:
     assert [n for n, _ in choose_providers("cpu", gpu, {"precision": "int8-qdq-u8"}, None, {})] == [
         "CPUExecutionProvider"
     ]
+
+
+@pytest.mark.contract
+def test_torch_backend_on_cuda_waits_for_the_gpu_inside_infer(artifacts: dict[str, Path]) -> None:
+    """CUDA is asynchronous: the infer stage must end after the compute, not after the launches (no GPU here:
+    a recording stand-in for torch's CUDA calls around the real model)."""
+    import contextlib
+
+    import torch
+
+    from mfssd_deploy.backends.torch_backend import TorchBackend
+    from mfssd_deploy.checkpoint import load_model
+
+    calls: list[str] = []
+
+    class Moved:
+        def __init__(self, t: torch.Tensor) -> None:
+            self.t = t
+
+        def pin_memory(self) -> Moved:
+            calls.append("pin_memory")
+            return self
+
+        def to(self, device: str, non_blocking: bool = False) -> torch.Tensor:
+            calls.append(f"to {device} non_blocking={non_blocking}")
+            return self.t
+
+    model = load_model(artifacts["pt"])
+
+    def forward(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append("forward")
+        return model(t)
+
+    fake = type(
+        "torch",
+        (),
+        {
+            "inference_mode": staticmethod(contextlib.nullcontext),
+            "from_numpy": staticmethod(lambda x: Moved(torch.from_numpy(x))),
+            "cuda": type("cuda", (), {"synchronize": staticmethod(lambda: calls.append("sync"))}),
+        },
+    )
+    backend = object.__new__(TorchBackend)
+    backend.torch, backend.device, backend.model = fake, "cuda", forward
+    loc, conf = backend.infer(np.zeros((2, 3, 300, 300), np.float32))
+    assert calls == ["pin_memory", "to cuda non_blocking=True", "forward", "sync"]
+    assert loc.shape[0] == conf.shape[0] == 2

@@ -35,4 +35,8 @@ class TorchBackend:
             if self.device != "cpu":
                 t = t.pin_memory().to(self.device, non_blocking=True)
             loc, conf = self.model(t)
+            if self.device != "cpu":
+                # CUDA runs asynchronously: without this the "infer" stage would time the kernel launches
+                # and the compute would land in "post" (BENCHMARKS.md: infer = H2D + compute)
+                torch.cuda.synchronize()
         return loc, conf
