@@ -144,3 +144,20 @@ def test_gpu_target_needs_a_pruned_int8_engine_within_budget() -> None:
     over = verdict(400.0, 0.850)  # the engine loses 1.6 points on the pruned demo model
     assert over.status == "FAIL" and "outside the accuracy budgets" in over.detail
     assert "full-pruned trt-int8-e2e cuda 400.0 img/s = 5.03x the paper" in verdict(400.0, 0.864).detail
+
+
+def test_files_named_on_the_command_line_pair_by_model_name_and_layout() -> None:
+    def given(model: str, precision: str, layout: str, ips: float) -> dict[str, Any]:
+        return {**row(model, "x", 8, ips, model=model), "weights": "as given", "precision": precision,
+                "layout": layout}  # fmt: skip
+
+    rows = [given("m.pt", "fp32", "raw", 10.0), given("m.onnx", "fp32", "raw", 20.0),
+            given("m.end2end.onnx", "fp32", "end2end", 25.0),
+            given("m.int8.end2end.onnx", "int8-qdq", "end2end", 50.0),
+            given("m.int8u8.end2end.onnx", "int8-qdq-u8", "end2end", 75.0),
+            given("m.int8.onnx", "int8-qdq", "raw", 30.0),
+            given("other.int8.end2end.onnx", "int8-qdq", "end2end", 99.0)]  # fmt: skip
+    got = {(r["of"], r["vs"]): r["ratio"] for r in report.speed_ratios(rows)}
+    assert got == pytest.approx({("m.int8.end2end.onnx", "m.end2end.onnx"): 2.0,
+                                 ("m.int8u8.end2end.onnx", "m.end2end.onnx"): 3.0,
+                                 ("m.int8.onnx", "m.onnx"): 1.5})  # fmt: skip

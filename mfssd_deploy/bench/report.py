@@ -214,7 +214,22 @@ def speed_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for kind, base in pairs:
             out.append({"kind": kind, "batch": b, "device": dev, "of": label(r), "vs": label(base),
                         "ratio": r["images_per_s"] / base["images_per_s"]})  # fmt: skip
+    # files named on the command line: NAME.int8.end2end.onnx pairs with NAME.end2end.onnx (same layout)
+    given = [r for r in rows if r.get("weights") == "as given"]
+    fp32 = {(_stem(r["model"]), r.get("layout"), r.get("device", "cpu"), r["batch"]): r
+            for r in given if r.get("precision") == "fp32" and not str(r["model"]).endswith(".pt")}  # fmt: skip
+    for r in given:
+        base = fp32.get((_stem(r["model"]), r.get("layout"), r.get("device", "cpu"), r["batch"]))
+        if _reduced(r.get("precision")) and base is not None:
+            out.append({"kind": "precision", "batch": r["batch"], "device": r.get("device", "cpu"), "of": label(r),
+                        "vs": label(base), "ratio": r["images_per_s"] / base["images_per_s"]})  # fmt: skip
     return out
+
+
+def _stem(filename: str) -> str:
+    """The model name of an exported file: NAME.int8u8.end2end.onnx -> NAME."""
+    parts = filename.split(".")
+    return ".".join(p for p in parts[:-1] if p not in ("end2end", "int8", "int8u8", "fp16", "raw")) or filename
 
 
 def ratios_markdown(ratios: Sequence[dict[str, Any]]) -> str:
