@@ -62,7 +62,8 @@ class Detector:
             raise MfssdError(f"backend {backend!r} cannot run a {path.suffix} file (use {kind!r})")
         if batch_size < 1:
             raise MfssdError(f"batch_size must be >= 1, got {batch_size}")
-        self._setup(path, device, batch_size, _make_backend(kind, path, device, backend_options), conf, iou, max_det)
+        made = _make_backend(kind, path, device, batch_size, backend_options)
+        self._setup(path, device, batch_size, made, conf, iou, max_det)
 
     @classmethod
     def from_backend(cls, backend: Any, name: str, *, conf: float | None = None, iou: float | None = None,
@@ -230,11 +231,11 @@ def _nms_settings(
     return nms
 
 
-def _make_backend(kind: str, path: Path, device: str, options: dict[str, Any]) -> Any:
+def _make_backend(kind: str, path: Path, device: str, batch_size: int, options: dict[str, Any]) -> Any:
     if kind == "onnxruntime":
         from mfssd_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, device, **options)
+        return OnnxRuntimeBackend(path, device, **{"max_batch": batch_size, **options})
     if kind == "torch":
         from mfssd_deploy.backends.torch_backend import TorchBackend
 

@@ -147,6 +147,11 @@ def test_provider_choice() -> None:
     trt = chosen[0][1]
     assert trt["trt_int8_enable"] and not trt["trt_fp16_enable"] and trt["trt_engine_cache_path"] == "cache"
     assert chosen[1][1] == {"device_id": 1}
+    assert "trt_profile_min_shapes" not in trt  # no batch given: the provider's own dynamic profile
+    meta = {"precision": "fp32", "config": {"input_size": 300}}
+    profiled = choose_providers("cuda", gpu, meta, None, {}, max_batch=8)[0][1]
+    shapes = [profiled[f"trt_profile_{k}_shapes"] for k in ("min", "opt", "max")]
+    assert shapes == ["images:1x3x300x300", "images:8x3x300x300", "images:8x3x300x300"]
     cuda_only = choose_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], {}, None, {})
     assert [n for n, _ in cuda_only] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     with pytest.raises(MfssdError, match=r'pip install "mfssd-deploy\[gpu\]"'):

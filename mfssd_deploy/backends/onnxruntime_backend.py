@@ -14,9 +14,18 @@ from mfssd_deploy.errors import MfssdError
 
 
 def choose_providers(
-    device: str, available: list[str], meta: dict[str, Any], trt_cache_dir: str | None, options: dict[str, dict]
+    device: str,
+    available: list[str],
+    meta: dict[str, Any],
+    trt_cache_dir: str | None,
+    options: dict[str, dict],
+    max_batch: int | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Providers by preference for `device`: TensorRT EP > CUDA EP > CPU (pure, so it is testable here)."""
+    """Providers by preference for `device`: TensorRT EP > CUDA EP > CPU (pure, so it is testable here).
+
+    With `max_batch`, the TensorRT EP gets an explicit profile (batch 1 to max_batch, tuned for
+    max_batch): one engine build, instead of a rebuild whenever a larger batch first arrives.
+    """
     if device == "cpu":
         return [("CPUExecutionProvider", options.get("CPUExecutionProvider", {}))]
     if device != "cuda":
@@ -36,6 +45,10 @@ def choose_providers(
             "trt_engine_cache_path": trt_cache_dir or os.path.join("engines", "ort_trt_cache"),
             "trt_timing_cache_enable": True,
         }
+        if max_batch is not None:
+            s = int(meta["config"]["input_size"])
+            trt_opts.update({f"trt_profile_{k}_shapes": f"images:{b}x3x{s}x{s}"
+                             for k, b in (("min", 1), ("opt", max_batch), ("max", max_batch))})  # fmt: skip
         trt_opts.update(options.get("TensorrtExecutionProvider", {}))
         chosen.append(("TensorrtExecutionProvider", trt_opts))
     if "CUDAExecutionProvider" in available:
@@ -69,6 +82,7 @@ class OnnxRuntimeBackend:
         trt_cache_dir: str | None = None,
         intra_op_threads: int = 0,
         spinning: bool = True,
+        max_batch: int | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -96,6 +110,7 @@ class OnnxRuntimeBackend:
                     read_onnx_meta(probe, p),
                     trt_cache_dir,
                     provider_options or {},
+                    max_batch,
                 )
                 del probe
             self.session = ort.InferenceSession(
