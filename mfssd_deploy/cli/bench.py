@@ -13,7 +13,7 @@ Calls alternate between configurations round by round (A B A B) on the same imag
 medians. The machine's FP32 peak is measured in the same run (a large matmul). Artifacts are
 exported once into --cache. The targets of BENCHMARKS.md are printed as PASS/FAIL lines.
 
---soak N runs N calls per configuration and reports resident-memory growth.
+--soak N runs N calls per configuration and batch size and reports resident-memory growth.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mfssd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--fps", action="store_true", help="the speed table (images/s, latency, stages, roofline)")
-    ap.add_argument("--soak", type=int, metavar="N", help="run N calls per configuration and report memory growth")
+    ap.add_argument("--soak", type=int, metavar="N",
+                    help="run N calls per configuration and batch size and report memory growth")  # fmt: skip
     ap.add_argument("--models", type=_names, default=None,
                     help=f"comma-separated groups ({', '.join(GROUPS)}) and/or .pt/.onnx/.engine files "
                          "(default: all four groups; --soak: demo)")  # fmt: skip
@@ -352,17 +353,16 @@ def _soak(runners: list[Any], images: list[Any], args: argparse.Namespace) -> in
     from mfssd_deploy.bench import harness, report
     from mfssd_deploy.fileio import write_json
 
-    b = args.batch[0]
-    chunk = harness.batch_of(images, b)
     out = []
     print("| configuration | batch | calls | seconds | RSS start MB | RSS end MB | growth MB | second-half growth MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in runners:
-        s = harness.soak(r, chunk, args.soak)
-        s.update({"configuration": report.label({**r.facts, "batch": b}), "batch": b})
-        out.append(s)
-        print(f"| {s['configuration']} | {b} | {s['iterations']} | {s['seconds']:.1f} | {s['rss_start_mb']:.0f} "
-              f"| {s['rss_end_mb']:.0f} | {s['growth_mb']:+.1f} | {s['growth_second_half_mb']:+.1f} |")  # fmt: skip
+        for b in args.batch:  # every batch size: an allocator that grows per input shape shows here
+            s = harness.soak(r, harness.batch_of(images, b), args.soak)
+            s.update({"configuration": report.label({**r.facts, "batch": b}), "batch": b})
+            out.append(s)
+            print(f"| {s['configuration']} | {b} | {s['iterations']} | {s['seconds']:.1f} | {s['rss_start_mb']:.0f} "
+                  f"| {s['rss_end_mb']:.0f} | {s['growth_mb']:+.1f} | {s['growth_second_half_mb']:+.1f} |")  # fmt: skip
     if args.json:
         write_json(args.json, {"soak": out})
     return 0
