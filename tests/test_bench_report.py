@@ -161,3 +161,27 @@ def test_files_named_on_the_command_line_pair_by_model_name_and_layout() -> None
     assert got == pytest.approx({("m.int8.end2end.onnx", "m.end2end.onnx"): 2.0,
                                  ("m.int8u8.end2end.onnx", "m.end2end.onnx"): 3.0,
                                  ("m.int8.onnx", "m.onnx"): 1.5})  # fmt: skip
+
+
+def test_gpu_artifacts_are_compared_with_gpu_peers_only() -> None:
+    def on_gpu(r: dict[str, Any]) -> dict[str, Any]:
+        return {**r, "device": "cuda"}
+
+    cpu = demo_rows(0.857, 0.866) + full_rows(1) + peers(1, tv=3.0, ref=1.0)
+    gpu = [on_gpu(r) for r in [row("full-pruned", "int8-e2e", 1, 300.0), *peers(1, tv=100.0, ref=20.0)]]
+    targets, ratios = report.targets(cpu + gpu, [1])
+    assert ratios["1"]["best"] == "full-pruned int8-e2e" and ratios["1"]["vs_torchvision"] == pytest.approx(6.0)
+    assert ratios["cuda 1"]["best"] == "full-pruned int8-e2e cuda"
+    assert ratios["cuda 1"]["vs_torchvision"] == pytest.approx(3.0)  # 300 / 100, not 300 / 3 (the CPU peer)
+    assert by_name(targets, "speed, batch 1").status == "PASS"
+    assert by_name(targets, "speed on cuda, batch 1").status == "FAIL"
+
+
+def test_peers_run_on_every_device_of_the_run() -> None:
+    from pathlib import Path
+
+    from mfssd_deploy.bench.suite import peer_specs
+
+    specs = peer_specs(Path("full.pt"), ["cpu", "cuda"])
+    assert [(s["peer"], s["device"]) for s in specs] == [
+        ("torchvision", "cpu"), ("reference", "cpu"), ("torchvision", "cuda"), ("reference", "cuda")]  # fmt: skip

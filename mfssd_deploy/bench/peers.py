@@ -4,6 +4,8 @@
    user would pick instead (weights are irrelevant to speed).
 2. Eager PyTorch MFSSD(-BN) with the reference SSD post-processing: per image, per class, a greedy
    NMS loop (as in the original SSD code, which keeps the best 200 per class): the paper's own path.
+
+Both run on the device they are compared on: GPU artifacts against GPU peers, CPU against CPU.
 """
 
 from __future__ import annotations
@@ -38,19 +40,21 @@ class EagerReferencePeer:
 
     name = "eager PyTorch + reference NMS loop"
 
-    def __init__(self, model: torch.nn.Module, conf: float = 0.01, iou: float = 0.45, max_det: int = 200) -> None:
+    def __init__(self, model: torch.nn.Module, conf: float = 0.01, iou: float = 0.45, max_det: int = 200,
+                 device: str = "cpu") -> None:  # fmt: skip
         from mfssd_deploy.models import config_of
         from mfssd_deploy.priors import priors_tensor
 
-        self.model = model.eval()
+        self.device = device
+        self.model = model.eval().to(device)
         self.cfg = config_of(model)
-        self.priors = priors_tensor(self.cfg.priors)
+        self.priors = priors_tensor(self.cfg.priors, device)
         self.conf, self.iou, self.max_det = conf, iou, max_det
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[np.ndarray]) -> list[list[tuple[int, float, list[float]]]]:
         c = self.cfg
-        x = torch.from_numpy(preprocess_batch(images, c.input_size, c.mean, c.std, c.color))
+        x = torch.from_numpy(preprocess_batch(images, c.input_size, c.mean, c.std, c.color)).to(self.device)
         loc, logits = self.model(x)
         scores = logits.softmax(-1)
         out = []
@@ -75,14 +79,19 @@ class TorchvisionSSDPeer:
 
     name = "torchvision ssd300_vgg16"
 
-    def __init__(self, num_classes: int = 21) -> None:
+    def __init__(self, num_classes: int = 21, device: str = "cpu") -> None:
         from torchvision.models.detection import ssd300_vgg16
 
-        self.model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes).eval()
+        self.device = device
+        self.model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes).eval().to(device)
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         tensors = [
-            torch.from_numpy(np.ascontiguousarray(img[..., ::-1])).permute(2, 0, 1).float() / 255 for img in images
+            torch.from_numpy(np.ascontiguousarray(img[..., ::-1])).to(self.device).permute(2, 0, 1).float() / 255
+            for img in images
         ]
-        return list(self.model(tensors))
+        out = list(self.model(tensors))
+        if self.device != "cpu":
+            torch.cuda.synchronize()  # the caller times the call: include the GPU work
+        return out

@@ -112,10 +112,12 @@ def _eligible(row: dict[str, Any], ok: Budgets) -> bool | None:
     return None if any(c is None for c in checks) else True
 
 
-def best_full(rows: Sequence[dict[str, Any]], batch: int, ok: Budgets
+def best_full(rows: Sequence[dict[str, Any]], batch: int, ok: Budgets, device: str | None = None
               ) -> tuple[dict[str, Any] | None, bool]:  # fmt: skip
-    """The fastest full-size row admitted by the budgets (or, when they were not measured, the fastest)."""
-    full = [r for r in rows if r["group"] in ("full", "full-pruned") and r["batch"] == batch]
+    """The fastest full-size row admitted by the budgets (or, when they were not measured, the fastest),
+    on `device` when given."""
+    full = [r for r in rows if r["group"] in ("full", "full-pruned") and r["batch"] == batch
+            and (device is None or r.get("device", "cpu") == device)]  # fmt: skip
     admitted = [r for r in full if _eligible(r, ok) is True]
     unknown = [r for r in full if _eligible(r, ok) is None]
     pool = admitted + unknown
@@ -125,8 +127,9 @@ def best_full(rows: Sequence[dict[str, Any]], batch: int, ok: Budgets
     return best, best in unknown
 
 
-def _peer(rows: Sequence[dict[str, Any]], name: str, batch: int) -> dict[str, Any] | None:
-    return next((r for r in rows if r["group"] == "peer" and r["model"] == name and r["batch"] == batch), None)
+def _peer(rows: Sequence[dict[str, Any]], name: str, batch: int, device: str = "cpu") -> dict[str, Any] | None:
+    return next((r for r in rows if r["group"] == "peer" and r["model"] == name and r["batch"] == batch
+                 and r.get("device", "cpu") == device), None)  # fmt: skip
 
 
 def share(row: dict[str, Any]) -> float | None:
@@ -143,17 +146,22 @@ def targets(rows: Sequence[dict[str, Any]], batches: Sequence[int]) -> tuple[lis
     out: list[Target] = []
     ratios: dict[str, Any] = {}
     speed = any(r["group"] in ("full", "full-pruned", "peer") for r in rows)
-    for b in batches if speed else ():
-        best, unverified = best_full(rows, b, ok)
-        tv, ref = _peer(rows, TORCHVISION, b), _peer(rows, REFERENCE, b)
-        name = f"speed, batch {b} (best full-size artifact >= {SPEEDUP_TARGET:g}x torchvision ssd300_vgg16 images/s)"
+    # like with like: each device's artifacts against the peers on that device (GPU vs GPU, CPU vs CPU)
+    devices = sorted({r.get("device", "cpu") for r in rows if r["group"] == "peer"}) or ["cpu"]
+    for dev, b in [(d, b) for d in devices for b in batches] if speed else ():
+        best, unverified = best_full(rows, b, ok, dev)
+        tv, ref = _peer(rows, TORCHVISION, b, dev), _peer(rows, REFERENCE, b, dev)
+        on = "" if dev == "cpu" else f" on {dev}"
+        name = (f"speed{on}, batch {b} (best full-size artifact >= {SPEEDUP_TARGET:g}x torchvision ssd300_vgg16 "
+                "images/s)")  # fmt: skip
         if best is None or tv is None:
             out.append(Target(name, "UNCHECKED", "needs the full/full-pruned models and --peers"))
             continue
         r_tv = best["images_per_s"] / tv["images_per_s"]
         r_ref = best["images_per_s"] / ref["images_per_s"] if ref else None
-        ratios[str(b)] = {"best": label(best), "images_per_s": best["images_per_s"], "vs_torchvision": r_tv,
-                          "vs_reference": r_ref, "budget_unverified": unverified}  # fmt: skip
+        key = str(b) if dev == "cpu" else f"{dev} {b}"  # "1", "8" on CPU (as before); "cuda 1" on a GPU
+        ratios[key] = {"best": label(best), "images_per_s": best["images_per_s"], "vs_torchvision": r_tv,
+                       "vs_reference": r_ref, "budget_unverified": unverified}  # fmt: skip
         detail = (f"{label(best)} {best['images_per_s']:.2f} img/s vs {tv['images_per_s']:.2f} = {r_tv:.2f}x"
                   + (f"; vs eager + reference NMS loop {ref['images_per_s']:.2f} img/s = {r_ref:.2f}x" if ref else "")
                   + (" (accuracy budgets not measured in this run: add --val)" if unverified else ""))  # fmt: skip

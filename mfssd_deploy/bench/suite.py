@@ -163,12 +163,13 @@ def detector_spec(path: Path, group: str, fmt: str, weights: str, device: str, b
             "device": device, "batch": batch, "threads": threads, "cuda_graphs": cuda_graphs}  # fmt: skip
 
 
-def peer_specs(full_checkpoint: Path) -> list[Spec]:
-    """torchvision ssd300_vgg16 and eager MFSSD-BN + the reference greedy NMS loop (full size)."""
-    return [
-        {"kind": "peer", "peer": "torchvision"},
-        {"kind": "peer", "peer": "reference", "checkpoint": str(full_checkpoint)},
-    ]
+def peer_specs(full_checkpoint: Path, devices: Sequence[str] = ("cpu",)) -> list[Spec]:
+    """torchvision ssd300_vgg16 and eager MFSSD-BN + the reference greedy NMS loop (full size), on each
+    device: a GPU artifact is compared with the peers on the same GPU, never with the CPU's."""
+    return [spec for dev in devices for spec in (
+        {"kind": "peer", "peer": "torchvision", "device": dev},
+        {"kind": "peer", "peer": "reference", "checkpoint": str(full_checkpoint), "device": dev},
+    )]  # fmt: skip
 
 
 def build_runner(spec: Spec, with_facts: bool = True) -> Runner:
@@ -176,8 +177,8 @@ def build_runner(spec: Spec, with_facts: bool = True) -> Runner:
     if spec["kind"] == "detector":
         return _detector_runner(spec, with_facts)
     if spec["peer"] == "torchvision":
-        return _torchvision_peer(with_facts)
-    return _reference_peer(Path(spec["checkpoint"]), with_facts)
+        return _torchvision_peer(with_facts, spec.get("device", "cpu"))
+    return _reference_peer(Path(spec["checkpoint"]), with_facts, spec.get("device", "cpu"))
 
 
 def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
@@ -223,12 +224,12 @@ def _facts_or_none(cfg: Any) -> tuple[int | None, float | None]:
         return None, None
 
 
-def _torchvision_peer(with_facts: bool) -> Runner:
+def _torchvision_peer(with_facts: bool, device: str = "cpu") -> Runner:
     from mfssd_deploy.bench.peers import TorchvisionSSDPeer
 
-    peer = TorchvisionSSDPeer(num_classes=21)
+    peer = TorchvisionSSDPeer(num_classes=21, device=device)
     facts: dict[str, Any] = {"model": "torchvision ssd300_vgg16", "group": "peer", "format": "eager", "weights": RANDOM,
-                             "device": "cpu", "backend": "torch", "precision": "fp32", "layout": "end2end",
+                             "device": device, "backend": "torch", "precision": "fp32", "layout": "end2end",
                              "input_size": 300, "size_mb": None}  # fmt: skip
     if with_facts:
         from torchvision.models.detection import ssd300_vgg16
@@ -239,13 +240,13 @@ def _torchvision_peer(with_facts: bool) -> Runner:
     return Runner(facts, lambda imgs: (peer(imgs), None)[1])
 
 
-def _reference_peer(checkpoint: Path, with_facts: bool) -> Runner:
+def _reference_peer(checkpoint: Path, with_facts: bool, device: str = "cpu") -> Runner:
     from mfssd_deploy.bench.peers import EagerReferencePeer
     from mfssd_deploy.checkpoint import load_model
 
-    peer = EagerReferencePeer(load_model(checkpoint))
+    peer = EagerReferencePeer(load_model(checkpoint), device=device)
     facts: dict[str, Any] = {"model": "MFSSD-BN eager + reference NMS loop", "group": "peer", "format": "eager",
-                             "weights": RANDOM, "device": "cpu", "backend": "torch", "precision": "fp32",
+                             "weights": RANDOM, "device": device, "backend": "torch", "precision": "fp32",
                              "layout": "raw", "input_size": 300,
                              "size_mb": checkpoint.stat().st_size / 2**20}  # fmt: skip
     if with_facts:

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = _specs(models, args.formats, devices, max(args.batch), args.threads, args.cuda_graphs)
     full = next((m for m in models if m.group == "full"), None)
     if args.fps and args.peers and full is not None:
-        specs += suite.peer_specs(full.files["eager"])
+        specs += suite.peer_specs(full.files["eager"], devices)
     if not specs:
         raise MfssdError("nothing to benchmark: check --models and --formats")
     memory: list[dict[str, Any] | None] = [None] * len(specs)
