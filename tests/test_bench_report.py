@@ -185,3 +185,15 @@ def test_peers_run_on_every_device_of_the_run() -> None:
     specs = peer_specs(Path("full.pt"), ["cpu", "cuda"])
     assert [(s["peer"], s["device"]) for s in specs] == [
         ("torchvision", "cpu"), ("reference", "cpu"), ("torchvision", "cuda"), ("reference", "cuda")]  # fmt: skip
+
+
+def test_pre_post_share_is_a_full_size_figure() -> None:
+    def given(gflops: float) -> dict[str, Any]:
+        return {**row("m.int8.end2end", "onnx", 8, 170.0, stages=(2.0, 42.0, 0.3)), "gflops": gflops,
+                "weights": "as given", "model": "m.int8.end2end.onnx"}  # fmt: skip
+
+    narrow = by_name(report.targets([given(5.12)], [8])[0], "pre + post")
+    assert narrow.status == "UNCHECKED" and "narrow model (5.1 GFLOPs vs 79 at full size)" in narrow.detail
+    assert "(5.2%)" in narrow.detail  # still measured and shown
+    full = by_name(report.targets([given(39.3)], [8])[0], "pre + post")  # a user's own full-size export
+    assert full.status == "FAIL" and "= 5.2%" in full.detail
