@@ -6,12 +6,13 @@ ONNX Runtime FP32 raw / end2end and INT8 end2end (s8: TensorRT-compatible; u8: x
 GPU also PyTorch CUDA, ONNX Runtime's TensorRT/CUDA providers and, with TensorRT installed, INT8 and
 FP16 TensorRT engines of every group (built once per GPU and TensorRT version; --no-engines skips
 them); engines of your own with --models engines/x.engine.
-Peers in the same run: torchvision ssd300_vgg16 end to end, and eager MFSSD-BN with the reference
-per-class greedy NMS loop.
+Peers in the same run, on each device: torchvision ssd300_vgg16 end to end, and eager MFSSD-BN with
+the reference per-class greedy NMS loop.
 
 Calls alternate between configurations round by round (A B A B) on the same images; figures are
 medians. The machine's FP32 peak is measured in the same run (a large matmul). Artifacts are
-exported once into --cache. The targets of BENCHMARKS.md are printed as PASS/FAIL lines.
+exported once into --cache. The targets of BENCHMARKS.md are printed as PASS/FAIL lines (UNCHECKED
+when the run lacks what a target needs), after the INT8/FP32 and pruned/unpruned speed ratios.
 
 --soak N runs N calls per configuration and batch size and reports resident-memory growth.
 """
