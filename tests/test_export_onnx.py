@@ -138,7 +138,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_int8_is_symmetric_per_channel_qdq(
-    model: torch.nn.Module, raw: onnx.ModelProto, images: Path, tmp_path: Path
+    model: torch.nn.Module, raw: onnx.ModelProto, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mfssd_deploy.exporters.quantize import list_images
 
@@ -164,9 +164,20 @@ def test_int8_is_symmetric_per_channel_qdq(
     # Softmax scores and loc are not quantized: the outputs come from float ops.
     assert producers["scores"].op_type == "Softmax"
     assert cache.is_file()
-    # The cache is reused: quantizing again needs no calibration images.
-    q2 = quantize_int8(raw, model.config, [], cache_path=cache)
-    assert len(q2.graph.node) == len(q.graph.node)
+    # The cache is reused for the same model, images and recipe: no calibration pass runs.
+    import mfssd_deploy.exporters.quantize as quantize
+
+    def no_reading(self: object) -> None:
+        raise AssertionError("calibration images were read although the cache is valid")
+
+    monkeypatch.setattr(quantize._Reader, "get_next", no_reading)
+    status: dict = {}
+    q2 = quantize_int8(raw, model.config, list_images(images), cache_path=cache, status=status)
+    assert len(q2.graph.node) == len(q.graph.node) and status["calibration"] == "reused"
+    assert q2.SerializeToString() == q.SerializeToString()
+    # No images and a cache for other images: a one-line error, not onnxruntime's ValueError.
+    with pytest.raises(MfssdError, match="needs images"):
+        quantize_int8(raw, model.config, [], cache_path=cache)
     x = np.random.default_rng(2).normal(size=(1, 3, 300, 300)).astype(np.float32)
     (loc8, s8), (loc32, s32) = run(q, x), run(raw, x)
     assert np.abs(s8 - s32).max() < 0.2 and np.corrcoef(loc8.ravel(), loc32.ravel())[0, 1] > 0.95
@@ -243,6 +254,7 @@ def test_cli_writes_artifacts_and_fails_loudly(
         "tiny.int8.calib.json",
         "tiny.int8.end2end.onnx",
         "tiny.int8.onnx",
+        "tiny.int8u8.calib.json",
         "tiny.int8u8.end2end.onnx",
         "tiny.int8u8.onnx",
         "tiny.onnx",

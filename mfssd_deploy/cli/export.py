@@ -16,6 +16,7 @@ from typing import Any
 
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.exporters.limits import AGREEMENT_SCORE, MIN_AGREEMENT
 
 log = logging.getLogger("mfssd_deploy")
 
@@ -44,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calib", help="folder of calibration images (same pre-processing as inference)")
     q.add_argument("--calib-num", type=int, default=200, help="calibration images to use (default 200)")
     q.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    q.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="compute the ranges afresh even when NAME.int8.calib.json is valid (a cache is reused only "
+        "for the same FP32 graph, calibration files, method and recipe; anything else recalibrates)",
+    )
+    ap.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, metavar="F1",
+                    help="an INT8/FP16 artifact whose detections (score >= %(agree)s) agree with FP32's on the parity "
+                         "images below this F1 is not written and the export fails (default %(default)s; 0: off)"
+                         .replace("%(agree)s", str(AGREEMENT_SCORE)))  # fmt: skip
     q.add_argument("--keep-fp32", default="", help="comma-separated node names kept in FP32; aliases first-conv, heads")
     q.add_argument("--val", help="dataset to report FP32 vs INT8 mAP on (same evaluation code as mfssd-eval)")
     q.add_argument("--val-split", default="val")
@@ -119,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         calib=Path(args.calib) if args.calib else None,
         calib_num=args.calib_num,
         calib_method=args.calib_method,
+        recalibrate=args.recalibrate,
+        min_agreement=args.min_agreement,
         keep_fp32=tuple(s for s in args.keep_fp32.split(",") if s),
         # TensorRT 11 builds FP16 from an FP16 ONNX (8.x/10.x from the FP32 one): write it too.
         fp16=args.fp16 or (args.trt and args.precision == "fp16"),

@@ -44,3 +44,31 @@ def match_detections(
         "max_score_diff": worst_score,
         "ok": ok,
     }
+
+
+def agreement(
+    got: tuple[np.ndarray, ...], ref: tuple[np.ndarray, ...], score_min: float = 0.25, iou_min: float = 0.5
+) -> dict[str, Any]:
+    """F1 of a reduced-precision model's detections against the FP32 ones, taken as ground truth.
+
+    Only detections scoring >= score_min (what a user would draw) count; a pair is the same class at
+    IoU >= iou_min, matched greedily by descending score. Both empty is full agreement (F1 1.0).
+    """
+    g_n, g_b, g_s, g_c = got
+    r_n, r_b, r_s, r_c = ref
+    tp = n_got = n_ref = 0
+    for i, (ng, nr) in enumerate(zip(np.asarray(g_n).reshape(-1), np.asarray(r_n).reshape(-1), strict=True)):
+        gk = np.nonzero(g_s[i, : int(ng)] >= score_min)[0]
+        rk = np.nonzero(r_s[i, : int(nr)] >= score_min)[0]
+        n_got, n_ref = n_got + gk.size, n_ref + rk.size
+        if not gk.size or not rk.size:
+            continue
+        ious = box_iou_np(g_b[i, gk].astype(np.float64), r_b[i, rk].astype(np.float64))
+        used = np.zeros(rk.size, bool)
+        for j in np.argsort(-g_s[i, gk], kind="stable"):
+            ok = (r_c[i, rk] == g_c[i, gk[j]]) & ~used & (ious[j] >= iou_min)
+            if ok.any():
+                used[np.argmax(np.where(ok, ious[j], -1.0))] = True
+                tp += 1
+    f1 = 1.0 if n_got + n_ref == 0 else 2 * tp / (n_got + n_ref)
+    return {"f1": f1, "matched": tp, "detections": n_got, "detections_fp32": n_ref, "score_min": score_min}

@@ -2,7 +2,8 @@
 
 checkpoint -> raw ONNX (simplified) -> [INT8 Q/DQ | FP16] -> [end2end] -> metadata -> checker ->
 parity against PyTorch on real images -> atomic write. An FP32 artifact that fails parity is not
-written and the export fails.
+written and the export fails; so is an INT8 or FP16 artifact whose detections agree with FP32's
+less than MIN_AGREEMENT (a broken calibration must never be written with exit 0).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import onnx
 
 from mfssd_deploy.config import ModelConfig, NMSConfig
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.exporters.limits import AGREEMENT_SCORE, MIN_AGREEMENT
 from mfssd_deploy.fileio import atomic_path, sha256_file
 
 log = logging.getLogger("mfssd_deploy.export")
@@ -50,6 +51,7 @@ class ExportRequest:
     calib: Path | None = None
     calib_num: int = 200
     calib_method: str = "minmax"
+    recalibrate: bool = False  # ignore a calibration cache even when it is valid
     keep_fp32: tuple[str, ...] = ()
     fp16: bool = False
     val: Path | None = None
@@ -57,16 +59,19 @@ class ExportRequest:
     val_images: int | None = None
     parity_images: Sequence[Path] = field(default_factory=list)
     simplify: bool = True
+    min_agreement: float = MIN_AGREEMENT  # reduced precision vs FP32 detections (F1); 0 disables the check
     time_runs: int = 10  # ONNX Runtime CPU ms/image at batch 1, median of this many runs (0: skip)
 
 
 def _read_images(paths: Sequence[Path]) -> list[np.ndarray]:
+    from mfssd_deploy.inputs import read_image
+
     images = []
     for p in paths:
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise MfssdError(f"parity image is not a readable image: {p}")
-        images.append(img)
+        try:
+            images.append(read_image(p))  # the Detector's reader: parity sees what inference sees
+        except MfssdError as exc:
+            raise MfssdError(f"parity image: {exc}") from None
     if not images:
         raise MfssdError("no parity images: pass --parity-images DIR")
     return images
@@ -101,12 +106,20 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
 
     from mfssd_deploy.checkpoint import load_model
     from mfssd_deploy.exporters import onnx_export as ox
+    from mfssd_deploy.exporters.parity import agreement
     from mfssd_deploy.models import config_of
     from mfssd_deploy.postprocess import postprocess
     from mfssd_deploy.preprocess import preprocess_batch
     from mfssd_deploy.priors import priors_tensor
 
     t0 = time.time()
+    if req.model.suffix.lower() in (".onnx", ".engine"):
+        raise MfssdError(
+            f"{req.model} is already a deployable model; mfssd-export takes the .pt checkpoint it came from "
+            "(run the file itself with mfssd-detect or Detector)"
+        )
+    if not 0 <= req.min_agreement <= 1:
+        raise MfssdError(f"--min-agreement {req.min_agreement}: give a value in [0, 1] (0 disables the check)")
     model = load_model(req.model)
     cfg = _nms_config(config_of(model), req)
     name = req.name or req.model.stem
@@ -134,6 +147,7 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
     ref_np = tuple(t.numpy() for t in ref)
 
     variants: list[tuple[str, onnx.ModelProto]] = []
+    calibration: dict[str, dict[str, Any]] = {}
     if req.fp32:
         variants.append(("fp32", raw))
     calib_cache = None
@@ -143,15 +157,18 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
         if req.calib is None:
             raise MfssdError("--int8 needs calibration images: --calib DIR")
         files = list_images(req.calib, req.calib_num)
-        calib_cache = req.out_dir / f"{name}.int8.calib.json"
         req.out_dir.mkdir(parents=True, exist_ok=True)
-        log.info("INT8: calibrating on %d images from %s (%s)", len(files), req.calib, req.calib_method)
-        q = quantize_int8(raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, cache_path=calib_cache)
-        variants.append(("int8-qdq", q))
-        if req.int8_cpu:
-            log.info("INT8 for ONNX Runtime CPU: uint8 activations")
-            qu = quantize_int8(raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, activations="u8")
-            variants.append(("int8-qdq-u8", qu))
+        log.info("INT8: %d calibration images from %s (%s)", len(files), req.calib, req.calib_method)
+        for precision, acts in (("int8-qdq", "s8"), ("int8-qdq-u8", "u8")):
+            if acts == "u8" and not req.int8_cpu:
+                continue
+            cache = req.out_dir / f"{name}{SUFFIXES[precision]}.calib.json"
+            calib_cache = calib_cache or cache
+            status: dict[str, Any] = {}
+            q = quantize_int8(raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, cache_path=cache,
+                              activations=acts, recalibrate=req.recalibrate, status=status)  # fmt: skip
+            calibration[precision] = status
+            variants.append((precision, q))
     if req.fp16:
         from mfssd_deploy.exporters.fp16 import to_fp16
 
@@ -178,6 +195,20 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
             parity = _parity(layout, outputs, loc_t.numpy(), scores_t.numpy(), ref_np)
             if precision == "fp32" and not parity["ok"]:
                 raise MfssdError(f"parity failed for {path.name}: {_parity_line(parity)}; the file was not written")
+            if precision != "fp32":
+                parity["agreement"] = agree = agreement(_detections(layout, outputs, cfg), ref_np, AGREEMENT_SCORE)
+                if agree["f1"] < req.min_agreement:
+                    fix = (
+                        "recalibrate (--recalibrate, more or more typical --calib images, --keep-fp32 first-conv,heads)"
+                        if precision.startswith("int8")
+                        else "keep FP32 for this model"
+                    )
+                    raise MfssdError(
+                        f"{path.name} is broken: its detections agree with FP32's at F1 {agree['f1']:.2f} "
+                        f"({agree['matched']} matched, {agree['detections']} vs {agree['detections_fp32']} boxes "
+                        f"scoring >= {AGREEMENT_SCORE} on {len(images)} parity images), below the bound "
+                        f"{req.min_agreement}; the file was not written: {fix}"
+                    )
             with atomic_path(path) as tmp:
                 onnx.save(proto, tmp)
             artifacts.append(
@@ -196,14 +227,33 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
         "opset": req.opset,
         "artifacts": artifacts,
         "parity_images": len(images),
+        "min_agreement": req.min_agreement,
         "nms": cfg.to_dict()["nms"],
     }
     if calib_cache is not None:
         report["calibration_cache"] = str(calib_cache)
+        report["calibration"] = calibration
     if req.val is not None:
         report["accuracy"] = _accuracy(req, artifacts)
     report["seconds"] = time.time() - t0
     return report
+
+
+def _detections(layout: str, outputs: list[np.ndarray], cfg: ModelConfig) -> tuple[np.ndarray, ...]:
+    """Padded (num_dets, boxes, scores, classes) of an artifact's outputs: raw ones decoded + NMS'd
+    exactly as the reference was."""
+    if layout != "raw":
+        return tuple(outputs)
+    import torch
+
+    from mfssd_deploy.postprocess import postprocess
+    from mfssd_deploy.priors import priors_tensor
+
+    n = cfg.nms
+    det = postprocess(torch.from_numpy(outputs[0]).float(), torch.from_numpy(outputs[1]).float(),
+                      priors_tensor(cfg.priors), conf_thresh=n.conf_thresh, iou_thresh=n.iou_thresh,
+                      max_det=n.max_det, pre_nms_topk=n.pre_nms_topk, variances=cfg.priors.variances)  # fmt: skip
+    return tuple(t.numpy() for t in det)
 
 
 def _time_ms(session: Any, x: np.ndarray, runs: int) -> float | None:
@@ -260,9 +310,13 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for a in report["artifacts"]:
         p = a["parity"]
-        status = (
-            "ok" if p["ok"] else ("differs (expected for reduced precision)" if a["precision"] != "fp32" else "FAIL")
-        )
+        status = "ok" if p["ok"] else "FAIL"
+        if "agreement" in p:  # reduced precision: exact parity is not expected, agreement with FP32 is
+            g = p["agreement"]
+            status = (
+                f"{'exact' if p['ok'] else 'differs'}; detections (score >= {g['score_min']}) agree with FP32's "
+                f"at F1 {g['f1']:.2f} (bound {report['min_agreement']})"
+            )
         ms = "-" if a.get("ort_cpu_ms") is None else f"{a['ort_cpu_ms']:.1f}"
         lines.append(
             f"| {Path(a['path']).name} | {a['layout']} | {a['precision']} | {a['size_mb']:.2f} | {ms} | "

@@ -7,20 +7,22 @@ accuracy is measured here. Calibration images go through the inference pre-proce
 
 from __future__ import annotations
 
-import inspect
+import hashlib
+import json
 import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 import onnx
 
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.inputs import IMAGE_SUFFIXES, image_files
+from mfssd_deploy.fileio import sha256_file, write_json
+from mfssd_deploy.inputs import IMAGE_SUFFIXES, image_files, read_image
 from mfssd_deploy.preprocess import preprocess_batch
 
 log = logging.getLogger("mfssd_deploy.export")
@@ -35,6 +37,9 @@ QUANT_OPS = ("Conv", "MaxPool", "Resize")
 # values clipped at it); measured 12-17% faster on the full-size model. With symmetric int8 the
 # ReLU stays between Q/DQ pairs, which TensorRT fuses into the conv itself.
 QUANT_OPS_U8 = (*QUANT_OPS, "Relu")
+# A calibration cache is valid only for what produced it: everything that changes the ranges is in
+# its key (graph, images, pre-processing, method, recipe, quantizer version). Bump on a recipe change.
+CACHE_FORMAT = "mfssd-calibration-cache/1"
 
 
 def list_images(folder: str | os.PathLike[str], limit: int | None = None) -> list[Path]:
@@ -62,9 +67,10 @@ class _Reader:
         from tqdm import tqdm
 
         for f in tqdm(self.files, desc="calibrating", unit="img", leave=False, disable=None):
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                log.warning("calibration image skipped (unreadable): %s", f)
+            try:
+                img = read_image(f)  # the Detector's own reader: EXIF orientation, gray, alpha, 16-bit
+            except MfssdError as exc:
+                log.warning("calibration image skipped: %s", exc)
                 continue
             c = self.cfg
             yield {"images": preprocess_batch([img], c.input_size, c.mean, c.std, c.color)}
@@ -94,6 +100,55 @@ def resolve_nodes(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
     return out
 
 
+def calibration_key(
+    raw_fp32: onnx.ModelProto,
+    cfg: ModelConfig,
+    calib_files: Sequence[Path],
+    *,
+    method: str,
+    keep_nodes: Sequence[str],
+    activations: str,
+) -> dict[str, Any]:
+    """Everything the calibration ranges depend on; a cache whose key differs in any field is stale."""
+    import onnxruntime
+
+    graph = hashlib.sha256(raw_fp32.SerializeToString(deterministic=True)).hexdigest()
+    return {
+        "fp32_graph_sha256": graph,
+        "images": [[Path(f).name, os.path.getsize(f), sha256_file(f)] for f in calib_files],
+        "count": len(calib_files),
+        "method": method,
+        "preprocess": {"input_size": cfg.input_size, "mean": list(cfg.mean), "std": list(cfg.std), "color": cfg.color},
+        "recipe": {
+            "activations": activations,
+            "op_types": list(QUANT_OPS if activations == "s8" else QUANT_OPS_U8),
+            "keep_fp32": sorted(keep_nodes),
+            "per_channel": True,
+            "weight_symmetric": True,
+            "quantize_bias": False,
+        },
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _stale_reason(cached: dict[str, Any], key: dict[str, Any]) -> str | None:
+    """None when the cache fits `key`, else what differs, in words."""
+    old = cached.get("key")
+    if cached.get("format") != CACHE_FORMAT or not isinstance(old, dict) or not isinstance(cached.get("ranges"), dict):
+        return "it is not an mfssd calibration cache of this version"
+    words = {
+        "fp32_graph_sha256": "another model (FP32 graph)",
+        "images": "other calibration images",
+        "count": "another number of calibration images",
+        "method": f"another method ({old.get('method')})",
+        "preprocess": "other pre-processing",
+        "recipe": "another quantization recipe",
+        "onnxruntime": f"another onnxruntime ({old.get('onnxruntime')})",
+    }
+    diffs = [words[k] for k in words if old.get(k) != key[k]]
+    return f"it was made for {', '.join(diffs)}" if diffs else None
+
+
 def quantize_int8(
     raw_fp32: onnx.ModelProto,
     cfg: ModelConfig,
@@ -103,8 +158,15 @@ def quantize_int8(
     keep_fp32: Sequence[str] = (),
     cache_path: Path | None = None,
     activations: str = "s8",
+    recalibrate: bool = False,
+    status: dict[str, Any] | None = None,
 ) -> onnx.ModelProto:
-    """The raw FP32 model with Q/DQ pairs; calibration ranges are read from / written to cache_path.
+    """The raw FP32 model with Q/DQ pairs.
+
+    With cache_path, the ranges are reused only when the cache's key (calibration_key) equals this
+    run's, else recalibrated and the cache replaced (a stale cache once gave a broken model silently);
+    recalibrate=True always recalibrates. `status`, when given, receives {"calibration": "reused" |
+    "computed", "reason": ...}.
 
     activations "s8": symmetric int8 (what TensorRT requires; runs everywhere). "u8": asymmetric
     uint8 activations with int8 weights, ONNX Runtime CPU's fast path (its VNNI kernels multiply
@@ -122,13 +184,24 @@ def quantize_int8(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[method]
-    kwargs = {}
-    if cache_path is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
-        kwargs["calibration_cache_path"] = str(cache_path)
+    keep_nodes = resolve_nodes(raw_fp32, keep_fp32)
+    key = calibration_key(raw_fp32, cfg, calib_files, method=method, keep_nodes=keep_nodes, activations=activations)
+    reason = _cache_decision(cache_path, key, recalibrate)
+    if reason is None:
+        log.info("INT8 calibration: reusing the ranges in %s (same model, images, method and recipe)", cache_path)
+    elif cache_path is not None:
+        log.info("INT8 calibration: recalibrating, %s", reason)
+    if reason is not None and not calib_files:
+        raise MfssdError("INT8 calibration needs images: pass --calib DIR")
+    if status is not None:
+        status.update(calibration="reused" if reason is None else "computed", reason=reason)
     root = logging.getLogger()
     level = root.level
     with tempfile.TemporaryDirectory(prefix="mfssd-q.") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src, dst, ranges = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "ranges.json"
+        if reason is None:
+            assert cache_path is not None
+            ranges.write_text(json.dumps(json.loads(cache_path.read_text())["ranges"]))
         onnx.save(raw_fp32, src)
         root.setLevel(logging.ERROR)  # onnxruntime.quantization logs advice on the root logger
         try:
@@ -142,14 +215,32 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 calibrate_method=calib,
-                nodes_to_exclude=resolve_nodes(raw_fp32, keep_fp32),
+                nodes_to_exclude=keep_nodes,
                 extra_options={
                     "ActivationSymmetric": activations == "s8",
                     "WeightSymmetric": True,
                     "QuantizeBias": False,
                 },
-                **kwargs,
+                calibration_cache_path=str(ranges),
             )
         finally:
             root.setLevel(level)
+        if reason is not None and cache_path is not None:
+            write_json(cache_path, {"format": CACHE_FORMAT, "key": key, "ranges": json.loads(ranges.read_text())})
         return onnx.load(dst)
+
+
+def _cache_decision(cache_path: Path | None, key: dict[str, Any], recalibrate: bool) -> str | None:
+    """None: reuse the cache; else why the ranges are computed afresh."""
+    if cache_path is None:
+        return "no cache"
+    if recalibrate:
+        return "--recalibrate given"
+    if not cache_path.is_file():
+        return f"no cache at {cache_path} yet"
+    try:
+        cached = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        return f"{cache_path} is unreadable"
+    reason = _stale_reason(cached if isinstance(cached, dict) else {}, key)
+    return None if reason is None else f"{cache_path.name}: {reason}"
