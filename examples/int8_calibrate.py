@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 
@@ -33,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from mfssd_deploy.bundled import demo_model, sample_images
     from mfssd_deploy.data.synth import generate
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
+    from mfssd_deploy.inputs import read_image
 
     out = Path(args.out)
     data = out / "data"
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         time_runs=0))  # fmt: skip
     acc = {Path(k).name: v for k, v in report["accuracy"]["results"].items()}
 
-    images = [cv2.imread(str(p)) for p in sample_images()]
+    images = [read_image(p) for p in sample_images()]
     specs = [
         detector_spec(Path(a["path"]), "example", a["precision"], "trained", "cpu", 8) for a in report["artifacts"]
     ]

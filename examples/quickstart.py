@@ -12,6 +12,7 @@ import cv2
 
 from mfssd_deploy import Detector
 from mfssd_deploy.bundled import sample_images
+from mfssd_deploy.inputs import read_image
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, score, box in zip(r.names, r.scores, r.boxes, strict=True):
             x1, y1, x2, y2 = (round(float(v)) for v in box)
             print(f"  {name:<9s} {score:.2f}  ({x1}, {y1}) - ({x2}, {y2})")
-        cv2.imwrite(str(out / path.name), r.draw(cv2.imread(str(path))))
+        cv2.imwrite(str(out / path.name), r.draw(read_image(path)))  # the Detector's reader: same pixels
     det([str(p) for p in paths])  # again: the first call also loads libraries (torchvision's NMS) once
     t = det.last_timing
     print(f"annotated images in {out}/; {len(paths)} images, second call: pre {t['pre']:.1f} ms, "

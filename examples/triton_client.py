@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/triton", help="folder for the annotated images")
     args = ap.parse_args(argv)
 
+    from mfssd_deploy.inputs import read_image
+
     url = args.url or ("localhost:8001" if args.grpc else "localhost:8000")
     det = make_detector(url, args.model, args.grpc, args.conf)
     out = Path(args.out)
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     for path, r in zip(args.images, det(args.images), strict=True):
         print(f"{Path(path).name}: {len(r)} objects: "
               + (", ".join(f"{n} {s:.2f}" for n, s in zip(r.names, r.scores, strict=True)) or "nothing"))  # fmt: skip
-        cv2.imwrite(str(out / Path(path).name), r.draw(cv2.imread(path)))
+        cv2.imwrite(str(out / Path(path).name), r.draw(read_image(path)))  # the Detector's reader
     t = det.last_timing
     print(f"pre {t['pre']:.1f} ms, request + server {t['infer']:.1f} ms, post {t['post']:.1f} ms -> {out}/")
     return 0

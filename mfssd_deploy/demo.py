@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-images", type=int, default=200, help="synthetic validation images (default 200)")
     ap.add_argument("--table-only", action="store_true", help="stop after the model table and the timing")
     args = ap.parse_args(argv)
+    from mfssd_deploy.errors import require
+
+    # a lean install: say what to install before any work, not at step 3 (export) or 2 (COCO AP)
+    needs = ("torch",) if args.table_only else ("torch", "onnx", "onnxslim", "pycocotools.cocoeval")
+    for module in needs:
+        require(module, "torch" if args.table_only else "export,train", "mfssd-demo")
     import torch
 
     print("== 1. MFSSD model family at 300x300 (the paper's Table I analog)")

@@ -30,7 +30,8 @@ BACKENDS = {".pt": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt"}
 class Detector:
     """Detector(model, device="cpu"|"cuda", backend=None, conf=None, iou=None, max_det=None).
 
-    `model` is a .pt, .onnx or .engine path (default: the bundled demo model); the layout and the
+    `model` is a .pt, .onnx or .engine path (default: the bundled demo model: the checkpoint where torch is
+    installed, its FP32 end2end ONNX export in the lean install, see bundled.default_model); the layout and the
     pre/post-processing settings come from the artifact's own metadata. conf/iou/max_det default to
     the model's. For an end2end artifact the NMS is inside the graph: conf may only be raised and
     max_det lowered (exact: NMS never lets a lower score suppress a higher one), iou is fixed at export.
@@ -48,9 +49,9 @@ class Detector:
         **backend_options: Any,
     ) -> None:
         if model is None:
-            from mfssd_deploy.bundled import demo_model
+            from mfssd_deploy.bundled import default_model
 
-            model = demo_model()
+            model = default_model()
         path = Path(model)
         kind = BACKENDS.get(path.suffix.lower())
         if kind is None:

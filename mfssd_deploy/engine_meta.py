@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mfssd_deploy.artifact_meta import ENGINE_PRECISIONS, parse_meta
 from mfssd_deploy.errors import MfssdError
 
 log = logging.getLogger("mfssd_deploy")
@@ -31,9 +32,9 @@ def read_engine_meta(engine: str | os.PathLike[str]) -> dict[str, Any]:
             f"{meta_path} is not valid JSON (corrupt?): rebuild the engine with mfssd-export --trt"
         ) from exc
     for key in ("tensorrt_version", "gpu_name", "compute_capability", "config", "layout"):
-        if key not in meta:
+        if not isinstance(meta, dict) or key not in meta:
             raise MfssdError(f"{meta_path.name} lacks {key!r}: rebuild the engine with mfssd-export --trt")
-    return dict(meta)
+    return parse_meta(meta, meta_path.name, "rebuild the engine with mfssd-export --trt", ENGINE_PRECISIONS)
 
 
 def check_engine_compat(

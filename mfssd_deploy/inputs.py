@@ -21,14 +21,29 @@ def image_files(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+# The flags of every image read in the package. ANYDEPTH keeps 16-bit and ANYCOLOR keeps grayscale as
+# one channel, and unlike IMREAD_UNCHANGED (which ignores the tag) they let OpenCV apply the EXIF
+# orientation: a phone photo comes out upright, as it is displayed and annotated. OpenCV drops an
+# alpha channel under these flags exactly as as_bgr would (BGRA -> BGR keeps B, G, R unchanged).
+READ_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """THE image reader of the package: a file -> BGR uint8 HxWx3, upright per its EXIF orientation.
+
+    Detection, evaluation, training, calibration and parity all read through here, so one file gives
+    one array everywhere (grayscale, 16-bit and alpha included). Raises MfssdError naming the file.
+    """
     p = Path(path)
     if not p.exists():
         raise MfssdError(f"image not found: {p}")
     if not p.is_file():
         raise MfssdError(f"{p} is not a file (for a folder use det.stream or mfssd-detect)")
-    data = np.fromfile(p, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        data = np.fromfile(p, dtype=np.uint8)  # not cv2.imread: also reads non-ASCII paths on Windows
+    except OSError as exc:
+        raise MfssdError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    img = cv2.imdecode(data, READ_FLAGS) if data.size else None
     if img is None:
         raise MfssdError(f"{p} is not an image OpenCV can decode (corrupt, empty or another file type)")
     return as_bgr(img, str(p))

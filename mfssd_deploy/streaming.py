@@ -33,7 +33,7 @@ class Frame:
     source: str  # file path, or "video.mp4#frame" / "camera0#frame"
     image: np.ndarray | None  # BGR uint8; None when the item could not be read
     result: Result | None = None
-    error: str | None = None  # why the item was skipped
+    error: str | None = None  # why the item was skipped (or, for a video that ended early, how many frames were lost)
 
 
 @dataclass
@@ -43,32 +43,54 @@ class Source:
     frames: Callable[[], Iterator[Frame]]
     length: int | None  # known number of items (None for cameras)
     fps: float | None = None
+    files: tuple[Path, ...] = ()  # the image files, in order (kind "images")
+    root: Path | None = None  # the folder `files` are relative to: the folder, the glob's fixed prefix, the parent
 
 
 def open_source(source: str | int | os.PathLike[str]) -> Source:
-    """Video file, camera index, folder of images, glob pattern or one image file."""
-    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
-        return _capture_source(int(source), "camera", f"camera{int(source)}")
-    text = str(source)
+    """Video file, camera index, folder of images, glob pattern or one image file.
+
+    A path that exists is always a path (a folder named `2024` is a folder); a camera is an int. A
+    string of digits that is no existing path still opens that camera, for compatibility.
+    """
+    if isinstance(source, int):
+        return _capture_source(source, "camera", f"camera{source}")
+    text = os.fspath(source)
     p = Path(text)
-    if any(ch in text for ch in "*?[") and not p.exists():
-        files = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
-        if not files:
-            raise MfssdError(f"no files match {text}")
-        return _files_source(files, text)
     if not p.exists():
+        if _has_magic(text):
+            files = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
+            if not files:
+                raise MfssdError(f"no files match {text}")
+            return _files_source(files, text, _glob_root(text))
+        if text.isdigit():
+            return _capture_source(int(text), "camera", f"camera{int(text)}")
         raise MfssdError(f"source not found: {p} (a video, a camera index, a folder, a glob or an image)")
     if p.is_dir():
         files = image_files(p)
         if not files:
             raise MfssdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
-        return _files_source(files, p.name)
+        return _files_source(files, p.name, p)
     if p.suffix.lower() in VIDEO_SUFFIXES:
         return _capture_source(str(p), "video", p.name)
-    return _files_source([p], p.name)
+    return _files_source([p], p.name, p.parent)
 
 
-def _files_source(files: list[Path], name: str) -> Source:
+def _has_magic(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _glob_root(pattern: str) -> Path:
+    """The leading folders of a glob pattern that hold no wildcard: `imgs/**/*.jpg` -> `imgs`."""
+    fixed: list[str] = []
+    for part in Path(pattern).parts[:-1]:
+        if _has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _files_source(files: list[Path], name: str, root: Path) -> Source:
     def frames() -> Iterator[Frame]:
         for i, f in enumerate(files):
             try:
@@ -76,28 +98,44 @@ def _files_source(files: list[Path], name: str) -> Source:
             except MfssdError as exc:
                 yield Frame(i, str(f), None, error=str(exc))
 
-    return Source("images", name, frames, len(files))
+    return Source("images", name, frames, len(files), files=tuple(files), root=root)
+
+
+def _open_capture(target: str | int, kind: str) -> Any:
+    cap = cv2.VideoCapture(target)
+    if not cap.isOpened():
+        cap.release()
+        what = f"camera {target}" if kind == "camera" else f"video {target}"
+        raise MfssdError(f"cannot open {what} with OpenCV (missing device, or a codec OpenCV lacks)")
+    return cap
 
 
 def _capture_source(target: str | int, kind: str, name: str) -> Source:
-    cap = cv2.VideoCapture(target)
-    if not cap.isOpened():
-        what = f"camera {target}" if kind == "camera" else f"video {target}"
-        raise MfssdError(f"cannot open {what} with OpenCV (missing device, or a codec OpenCV lacks)")
+    # Probe now (a bad source fails here, in one line) and release: a Source that is never iterated
+    # holds no device, so opening the same camera again (as mfssd-detect does) finds it free.
+    cap = _open_capture(target, kind)
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if kind == "video" else 0
     fps = cap.get(cv2.CAP_PROP_FPS) or None
+    cap.release()
 
     def frames() -> Iterator[Frame]:
+        cap = _open_capture(target, kind)
         i = 0
         try:
             while True:
                 ok, img = cap.read()
                 if not ok:
-                    return
+                    break
                 yield Frame(i, f"{name}#{i}", img)
                 i += 1
         finally:
             cap.release()
+        if count > 0 and i < count:
+            # A truncated or corrupt file stops decoding early: never let that pass as the whole video.
+            lost = f"video ended early: read {i} of the {count} frames its header announces"
+            yield Frame(
+                i, f"{name}#{i}", None, error=f"{lost} (truncated or corrupt file); frames {i}-{count - 1} lost"
+            )
 
     return Source(kind, name, frames, count if count > 0 else None, fps)
 

@@ -9,7 +9,7 @@ from mfssd_deploy.config import BASE_WIDTHS, ModelConfig, make_config, scale_wid
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.models import build_from_config, build_model
 
-# The paper's counts for 21 classes (MODEL_SPEC.md), to the unit.
+# The paper's counts for 21 classes (docs/model.md), to the unit.
 PAPER_PARAMS = {"ssd300": 26_285_486, "fssd": 34_132_960, "mfssd": 33_709_664, "mfssd_bn": 33_713_888}
 
 

@@ -1,4 +1,4 @@
-"""Priors against an independent, vectorised computation of the MODEL_SPEC.md formula."""
+"""Priors against an independent, vectorised computation of the formula in docs/model.md."""
 
 from __future__ import annotations
 

@@ -66,6 +66,30 @@ def test_coco_malformed_are_reported_skipped_counted(tmp_path: Path, caplog: pyt
     np.testing.assert_allclose(b.boxes, [[100, 20, 199.6, 100]], rtol=1e-6)  # within 1 px of the edge: clipped
 
 
+def test_coco_crowd_regions_and_areas_are_kept_apart_for_evaluation(tmp_path: Path) -> None:
+    """Crowd regions never reach training boxes but do reach COCO evaluation (detections on them are
+    ignored there), validated like any annotation; the file's "area" (a segment's) is kept per box."""
+    root = write_coco(tmp_path)
+    data = json.loads((root / "annotations" / "val.json").read_text())
+    data["annotations"][0]["area"] = 1234.5  # id 10: a segment area, not the box's 50 x 40
+    data["annotations"] += [
+        {"id": 16, "image_id": 1, "category_id": 3, "bbox": [20, 30, 40], "iscrowd": 1},  # malformed crowd
+        {"id": 17, "image_id": 1, "category_id": 3, "bbox": [100, 10, 50, 60], "area": 2500, "iscrowd": 1},
+    ]
+    (root / "annotations" / "val.json").write_text(json.dumps(data))
+    src = open_source(root, "val")
+    a, b = src.records
+    assert len(src.skipped) == 4 and "annotation id 16 of a.jpg: bbox is not [x, y, w, h]" in " | ".join(src.skipped)
+    np.testing.assert_allclose(a.boxes, [[10, 10, 60, 50]])  # training boxes: no crowd
+    assert a.areas is not None and a.areas.tolist() == [1234.5]
+    np.testing.assert_allclose(a.crowd_boxes, [[100, 10, 150, 70]])
+    assert a.crowd_labels.tolist() == [1] and a.crowd_areas.tolist() == [2500.0]  # dog: category 3 -> label 1
+    np.testing.assert_allclose(b.crowd_boxes, [[0, 0, 30, 30]])
+    assert b.crowd_labels.tolist() == [2] and np.isnan(b.crowd_areas).all()  # no "area" in the file
+    voc = load_voc(write_voc(tmp_path / "VOC2007"), "test").records[0]
+    assert voc.crowd_boxes.shape == (0, 4) and voc.areas is None
+
+
 def write_voc(root: Path) -> Path:
     for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / d).mkdir(parents=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -62,13 +61,12 @@ def choose_providers(
 
 
 def read_onnx_meta(session: Any, path: Path) -> dict[str, Any]:
+    from mfssd_deploy.artifact_meta import parse_meta
+
     raw = session.get_modelmeta().custom_metadata_map.get("mfssd")
     if raw is None:
         raise MfssdError(f"{path} has no 'mfssd' metadata: export it with mfssd-export")
-    try:
-        return dict(json.loads(raw))
-    except ValueError as exc:
-        raise MfssdError(f"{path}: its 'mfssd' metadata is not valid JSON (corrupt file?)") from exc
+    return parse_meta(raw, str(path))
 
 
 class OnnxRuntimeBackend:

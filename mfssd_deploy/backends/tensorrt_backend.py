@@ -46,7 +46,7 @@ class TensorRTBackend:
         from mfssd_deploy.exporters.tensorrt_build import import_tensorrt
 
         if not device.startswith("cuda"):
-            raise MfssdError(f"TensorRT engines run on the GPU: use device='cuda' (got {device!r})")
+            raise MfssdError(f"{Path(path).name}: TensorRT engines run on the GPU: use device='cuda' (got {device!r})")
         torch = require_torch("the TensorRT backend (its buffers are torch CUDA tensors)")
         import_tensorrt()
         import tensorrt as trt

@@ -37,6 +37,6 @@ class TorchBackend:
             loc, conf = self.model(t)
             if self.device != "cpu":
                 # CUDA runs asynchronously: without this the "infer" stage would time the kernel launches
-                # and the compute would land in "post" (BENCHMARKS.md: infer = H2D + compute)
+                # and the compute would land in "post" (docs/benchmarking.md: infer = H2D + compute)
                 torch.cuda.synchronize()
         return loc, conf

@@ -8,7 +8,6 @@ outputs to the Detector, which does the rest as for a local model. The model's `
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,9 @@ def mfssd_meta(model_config: dict[str, Any], model: str) -> dict[str, Any]:
         raise MfssdError(
             f"Triton model {model!r} has no 'mfssd' parameter: serve a repository from mfssd-export --triton"
         )
-    return dict(json.loads(text))
+    from mfssd_deploy.artifact_meta import parse_meta
+
+    return parse_meta(text, f"Triton model {model!r}", "serve a repository from mfssd-export --triton")
 
 
 class TritonBackend:

@@ -117,7 +117,7 @@ def interleaved(runners: Sequence[Runner], chunk: list[np.ndarray], *, warmup: i
 
 def make_row(runner: Runner, batch: int, times: list[float], stages: list[dict[str, float]],
              peak_gflops: float | None) -> dict[str, Any]:  # fmt: skip
-    """One bench JSON row (ARCHITECTURE.md contract 7) with the roofline fraction."""
+    """One bench JSON row (docs/architecture.md, the bench JSON contract) with the roofline fraction."""
     row: dict[str, Any] = {**runner.facts, "batch": batch, **latency_stats(times, batch)}
     row["stages_ms"] = (
         {k: float(np.median([s.get(k, 0.0) for s in stages])) for k in ("pre", "infer", "post")} if stages else None

@@ -200,8 +200,9 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
         "device": spec["device"], "backend": det.backend.name, "providers": getattr(det.backend, "providers", None),
         "precision": det.backend.meta.get("precision", "fp32"), "layout": det.layout,
         "input_size": det.config.input_size, "size_mb": path.stat().st_size / 2**20,
+        "compute_fraction": report.compute_fraction(det.config),  # torch-free: the pre + post target's rule
     }  # fmt: skip
-    if path.suffix == ".engine":  # what the infer stage includes, as BENCHMARKS.md asks to state
+    if path.suffix == ".engine":  # what the infer stage includes, as docs/benchmarking.md states to state
         facts["cuda_graphs"] = opts["cuda_graphs"]
         facts["infer_includes"] = "H2D copy + compute + D2H copy (pinned host memory)"
     if with_facts:

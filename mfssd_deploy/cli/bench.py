@@ -11,7 +11,7 @@ the reference per-class greedy NMS loop.
 
 Calls alternate between configurations round by round (A B A B) on the same images; figures are
 medians. The machine's FP32 peak is measured in the same run (a large matmul). Artifacts are
-exported once into --cache. The targets of BENCHMARKS.md are printed as PASS/FAIL lines (UNCHECKED
+exported once into --cache. The targets (docs/benchmarking.md) are printed as PASS/FAIL lines (UNCHECKED
 when the run lacks what a target needs), after the INT8/FP32 and pruned/unpruned speed ratios.
 
 --soak N runs N calls per configuration and batch size and reports resident-memory growth.
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="TensorRT engines: replay CUDA graphs (like trtexec --useCudaGraph)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime and torch (0: all cores)")
     ap.add_argument("--cache", help="where exported artifacts are kept (default ~/.cache/mfssd-deploy/bench)")
-    ap.add_argument("--json", help="write the results (ARCHITECTURE.md bench contract) to this file")
+    ap.add_argument("--json", help="write the results (the bench JSON contract, docs/architecture.md) to this file")
     ap.add_argument("--csv", help="write one CSV line per row to this file")
     ap.add_argument("--markdown", help="also write the Markdown report to this file")
     ap.add_argument("--plot", help="write a PNG plot (images/s per configuration and batch; stage times)")
@@ -177,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         raise MfssdError("choose what to run: --fps (speed table) or --soak N (memory growth over N calls)")
     if args.soak is not None and args.soak < 1:
         raise MfssdError(f"--soak {args.soak}: give a number of calls >= 1")
+    if args.plot:  # before the run, not after it
+        from mfssd_deploy.errors import require
+
+        require("matplotlib", "train", "--plot")
     from mfssd_deploy.bench.suite import ALL_FORMATS, GROUPS
 
     unknown = set(args.formats) - set(ALL_FORMATS)
@@ -190,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     t_start = time.time()
     groups = args.models or (list(GROUPS) if args.fps else ["demo"])
+    _require_group_extras([g for g in groups if g in GROUPS], bool(args.models))
     devices = _devices(args.device)
     cache = Path(args.cache) if args.cache else suite.default_cache()
     image_paths, images = _timing_images(args.images)
@@ -249,6 +254,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _require_group_extras(groups: list[str], named: bool) -> None:
+    """The groups are checkpoints exported in this run (torch, onnx): without them, fail before the
+    synthetic data is generated, and say what runs in a lean install."""
+    import importlib
+
+    from mfssd_deploy.cli import pip_extra
+    from mfssd_deploy.errors import MissingExtraError
+
+    if not groups:
+        return
+    for module in ("torch", "torchvision", "onnx", "onnxslim"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            which = (f"--models {','.join(groups)}: model groups are" if named
+                     else f"the default model groups ({', '.join(groups)}) are")  # fmt: skip
+            raise MissingExtraError(
+                f"{which} exported from checkpoints in this run, which needs {module} (not installed): "
+                f"{pip_extra(('export',))}; or benchmark end2end ONNX files: --models FILE.onnx,..."
+            ) from exc
+
+
 def _val_source(val: str | None, data: Path | None) -> Any:
     if val is None:
         return None
@@ -261,8 +288,12 @@ def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> N
     if source is None:
         return
     from mfssd_deploy.bench.suite import RANDOM
+    from mfssd_deploy.evaluation.coco import coco_available
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
 
+    coco = coco_available()  # APs needs pycocotools; mAP@0.5 (the targets' figure) does not
+    if not coco:
+        log.info('no APs column: pycocotools is not installed (pip install "mfssd-deploy[train]")')
     for r in runners:
         if r.detector is None or r.facts["weights"] == RANDOM:
             continue
@@ -272,7 +303,7 @@ def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> N
                 f"{list(source.class_names)}; pass --val DIR with a dataset of the model's classes"
             )
         log.info("accuracy of %s on %d images", r.facts["model"], len(source.records))
-        res = evaluate(detector_predictor(r.detector), source, max_images=max_images, progress=False)
+        res = evaluate(detector_predictor(r.detector), source, max_images=max_images, coco=coco, progress=False)
         r.facts["map"] = res["voc07_map"]
         r.facts["aps"] = res.get("coco", {}).get("APs")
         r.facts["val"] = {"data": label, "images": res["images"]}
@@ -309,7 +340,7 @@ def _text(result: dict[str, Any]) -> str:
         _notes(rows),
         "",
         *ratio_lines,
-        "## Targets (BENCHMARKS.md)",
+        "## Targets (docs/benchmarking.md)",
         *(report.Target(**t).line() for t in result["targets"]),
     ]
     return "\n".join(lines)

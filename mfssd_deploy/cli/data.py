@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mfssd_deploy.cli import run_cli
+from mfssd_deploy.cli import HelpFormatter, run_cli
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mfssd-data", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser(
@@ -16,15 +16,19 @@ def main(argv: list[str] | None = None) -> int:
         help="synthetic small-object dataset: JPEGs + COCO JSON",
         description="Write OUT/{train,val}/*.jpg and OUT/annotations/{train,val}.json (COCO format), "
         "deterministic for a seed; prints the COCO size histogram.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--train", type=int, default=2000, help="training images")
     s.add_argument("--val", type=int, default=300, help="validation images")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed (the demo model: 0 for training, 1 held out)")
     s.add_argument("--json", help="write the size histogram as JSON")
-    s.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from mfssd_deploy.data.synth import format_histogram, generate
     from mfssd_deploy.errors import MfssdError
     from mfssd_deploy.fileio import write_json
@@ -40,3 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     sys.exit(run_cli("mfssd-data", main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,100 +1,232 @@
 """mfssd-detect: run a model on images, a folder, a glob, a video file or a camera.
 
 Writes annotated images (or an annotated video) to --save-dir and every detection to a JSON file.
-A file that cannot be read is reported and skipped; the rest is processed and the exit code is 1.
+Annotated images mirror the source's sub-folders (relative to the source folder, or to the glob's
+fixed prefix: imgs/**/*.jpg writes imgs/a/x.jpg to SAVE_DIR/a/x.jpg), so two inputs never share an
+output. A save dir (or --json) that would overwrite a source file is refused before anything runs.
+A file that cannot be read, or a video that ends before its announced frame count, is reported
+and recorded in the JSON; the rest is processed and the exit code is 1. Ctrl-C stops early and
+keeps what was written (the video is finalised over the frames seen), exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from mfssd_deploy.cli import run_cli
+from mfssd_deploy.errors import MfssdError
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="mfssd-detect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("source", help="image, folder, glob ('imgs/*.jpg'), video file, or camera index (0)")
+    ap.add_argument("source", nargs="?", help="image, folder, glob ('imgs/**/*.jpg') or video file; a path that "
+                    "exists is always read as a path. A bare number that is no existing path opens that camera "
+                    "(kept for compatibility; prefer --camera N)")  # fmt: skip
+    ap.add_argument("--camera", type=int, metavar="N", help="read camera N instead of a SOURCE (runs until Ctrl-C "
+                    "or --max-frames)")  # fmt: skip
     ap.add_argument("--model", help=".pt, .onnx or .engine (default: the bundled demo model)")
-    ap.add_argument("--save-dir", default="runs/detect", help="annotated output folder (default runs/detect)")
+    ap.add_argument("--save-dir", default="runs/detect", help="annotated output folder (default: runs/detect); "
+                    "one that would overwrite a source file is refused")  # fmt: skip
     ap.add_argument("--no-save", action="store_true", help="do not write annotated images or video")
-    ap.add_argument("--json", help="detections JSON (default: SAVE_DIR/detections.json)")
-    ap.add_argument("--conf", type=float, help="score threshold (default: the model's, 0.01; 0.3 is good for display)")
-    ap.add_argument("--iou", type=float, help="NMS IoU (raw models and checkpoints only)")
-    ap.add_argument("--max-det", type=int, help="detections per image")
-    ap.add_argument("--batch", type=int, default=8, help="images per inference batch (default 8)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--max-frames", type=int, help="stop after N frames (cameras run until interrupted)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--json", help="detections JSON (default: SAVE_DIR/detections.json; none with --no-save)")
+    ap.add_argument("--conf", type=float, help="detection threshold: the JSON holds every detection scoring at "
+                    "least this (default: the model's evaluation threshold, 0.01)")  # fmt: skip
+    ap.add_argument("--draw-conf", type=float, default=0.25, help="only detections scoring at least this are drawn "
+                    "(default: 0.25); the JSON is not filtered by it")  # fmt: skip
+    ap.add_argument("--iou", type=float, help="NMS IoU (raw models and checkpoints only; default: the model's)")
+    ap.add_argument("--max-det", type=int, help="detections per image (default: the model's)")
+    ap.add_argument("--batch", type=int, default=8, help="images per inference batch (default: 8)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    ap.add_argument("--max-frames", type=int, help="stop after N frames (default: all; a camera runs until Ctrl-C)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
+
+
+def _key(path: Path) -> str:
+    """One spelling per file (symlinks and `..` resolved), to compare outputs with sources."""
+    return os.path.normcase(str(path.resolve()))
+
+
+def plan_outputs(files: Sequence[Path], root: Path, save_dir: Path) -> dict[str, Path]:
+    """Each source file -> SAVE_DIR/<its path relative to root>: sub1/a.jpg and sub2/a.jpg stay apart.
+
+    Refuses (MfssdError) a plan that would overwrite a source file or write two sources to one output.
+    """
+    from mfssd_deploy.inputs import IMAGE_SUFFIXES
+
+    absolute = [Path(os.path.abspath(f)) for f in files]  # lexical: `a/../b` -> `b`, so nothing escapes
+    base = Path(os.path.abspath(root))
+    if not all(a.is_relative_to(base) for a in absolute):
+        base = Path(os.path.commonpath([a.parent for a in absolute]))
+    sources = {_key(f): f for f in files}
+    plan: dict[str, Path] = {}
+    taken: dict[str, Path] = {}
+    for f, a in zip(files, absolute, strict=True):
+        out = save_dir / a.relative_to(base)
+        if out.suffix.lower() not in IMAGE_SUFFIXES:  # e.g. a glob matched x.gif: write x.gif.jpg
+            out = out.with_name(out.name + ".jpg")
+        key = _key(out)
+        if key in sources:
+            raise MfssdError(
+                f"--save-dir {save_dir} would overwrite the source image {sources[key]} (outputs mirror the "
+                f"source's sub-folders under the save dir): choose a --save-dir outside {root}"
+            )
+        if key in taken and _key(taken[key]) != _key(f):
+            raise MfssdError(f"{taken[key]} and {f} would both be written to {out}: pass them as separate runs")
+        taken[key] = f
+        plan[str(f)] = out
+    return plan
+
+
+def _check_json(json_path: Path, source_keys: set[str], outputs: Sequence[Path]) -> None:
+    key = _key(json_path)
+    if key in source_keys:
+        raise MfssdError(f"the detections JSON {json_path} is a source file: pass --json with another path")
+    if key in {_key(o) for o in outputs}:
+        raise MfssdError(f"the detections JSON {json_path} is also an annotated output: pass --json with another path")
+    if json_path.is_dir():
+        raise MfssdError(f"--json {json_path} is a folder: pass a file path such as {json_path / 'detections.json'}")
+
+
+def _make_dir(save_dir: Path) -> None:
+    if save_dir.exists() and not save_dir.is_dir():
+        raise MfssdError(f"--save-dir {save_dir} is an existing file, not a folder: pass a folder path")
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MfssdError(f"cannot create --save-dir {save_dir}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _atomic_video(path: Path, fps: float, size: tuple[int, int]) -> Iterator[Any]:
+    """A cv2.VideoWriter whose file appears at `path` only when the block ends without an error."""
+    import cv2
+
+    from mfssd_deploy.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        part = tmp.with_name(tmp.name + path.suffix)  # VideoWriter picks the container from the suffix
+        writer = cv2.VideoWriter(str(part), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+        try:
+            if not writer.isOpened():
+                raise MfssdError(f"cannot write {path}: OpenCV has no mp4v video encoder here (use --no-save)")
+            yield writer
+            writer.release()
+            os.replace(part, tmp)
+        finally:
+            writer.release()
+            part.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if (args.source is None) == (args.camera is None):
+        raise MfssdError("give a SOURCE (image, folder, glob, video) or --camera N, not both and not neither")
+    if not 0 <= args.draw_conf <= 1:
+        raise MfssdError(f"--draw-conf {args.draw_conf} is outside 0-1: pass a score such as 0.25")
     import cv2
+    import numpy as np
     from tqdm import tqdm
 
     from mfssd_deploy.detector import Detector
     from mfssd_deploy.fileio import atomic_path, write_json
+    from mfssd_deploy.results import Result
     from mfssd_deploy.streaming import open_source
+
+    source: str | int = args.camera if args.camera is not None else args.source
+    src = open_source(source)
+    save_dir = Path(args.save_dir)
+    save = not args.no_save
+    plan = plan_outputs(src.files, src.root or Path("."), save_dir) if save and src.kind == "images" else {}
+    source_paths = list(src.files) if src.kind == "images" else [Path(args.source)] if src.kind == "video" else []
+    source_keys = {_key(p) for p in source_paths}
+    video_out = save_dir / f"{Path(src.name).stem}.mp4" if save and src.kind != "images" else None
+    if video_out is not None and _key(video_out) in source_keys:
+        raise MfssdError(f"--save-dir {save_dir} would overwrite the source video {args.source}: choose another")
+    json_path = Path(args.json) if args.json else (save_dir / "detections.json" if save else None)
+    if json_path is not None:
+        _check_json(json_path, source_keys, [*plan.values(), *([video_out] if video_out else [])])
+    if save:
+        _make_dir(save_dir)
 
     det = Detector(args.model, device=args.device, conf=args.conf, iou=args.iou, max_det=args.max_det,
                    batch_size=args.batch)  # fmt: skip
-    src = open_source(args.source)
-    save_dir = Path(args.save_dir)
-    if not args.no_save:
-        save_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     skipped: list[str] = []
-    writer = None
-    video_tmp = None
+    n_drawn = 0
+    interrupted = False
     total = min(src.length, args.max_frames) if src.length and args.max_frames else src.length or args.max_frames
     bar = tqdm(total=total, desc=f"detect {src.name}", unit="img", disable=True if args.no_progress else None)
-    try:
-        for frame in det.stream(args.source if src.kind != "camera" else int(args.source), batch=args.batch):
-            if args.max_frames is not None and frame.index >= args.max_frames:
-                break
-            bar.update(1)
-            if frame.result is None or frame.image is None:
-                skipped.append(f"{frame.source}: {frame.error}")
-                bar.write(f"skipped {frame.source}: {frame.error}")
-                continue
-            records.append(frame.result.to_dict())
-            if args.no_save:
-                continue
-            drawn = frame.result.draw(frame.image)
-            if src.kind == "images":
-                out = save_dir / Path(frame.source).name
-                ok, buf = cv2.imencode(out.suffix if out.suffix else ".jpg", drawn)
-                if ok:
-                    with atomic_path(out) as tmp:
-                        tmp.write_bytes(buf.tobytes())
-            else:
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        frames = det.stream(source, batch=args.batch)
+        stack.callback(getattr(frames, "close", lambda: None))  # stop the prefetch thread on break / Ctrl-C
+        writer: Any = None
+
+        def annotate(name: str, r: Result, image: np.ndarray) -> str | None:
+            """Write the annotated copy of one image or video frame; what went wrong, if anything."""
+            nonlocal writer, n_drawn
+            n_drawn += int((r.scores >= args.draw_conf).sum())
+            drawn = r.draw(image, min_score=args.draw_conf)
+            if video_out is not None:
                 if writer is None:
-                    video_tmp = save_dir / f".{Path(src.name).stem}.part.mp4"
-                    h, w = drawn.shape[:2]
-                    writer = cv2.VideoWriter(str(video_tmp), cv2.VideoWriter.fourcc(*"mp4v"), src.fps or 25.0, (w, h))
+                    size = (drawn.shape[1], drawn.shape[0])
+                    writer = stack.enter_context(_atomic_video(video_out, src.fps or 25.0, size))
                 writer.write(drawn)
-    finally:
-        bar.close()
-        if writer is not None and video_tmp is not None:
-            writer.release()
-            video_tmp.replace(save_dir / f"{Path(src.name).stem}.mp4")
-    json_path = Path(args.json) if args.json else (None if args.no_save else save_dir / "detections.json")
+                return None
+            out = plan.get(name)
+            if out is None:  # appeared between the listing above and the one det.stream made
+                return "appeared while running; detected, annotated copy not written"
+            ok, buf = cv2.imencode(out.suffix, drawn)
+            if not ok:
+                return f"detected, but OpenCV cannot encode {out.suffix}: {out} not written"
+            try:
+                with atomic_path(out) as tmp:
+                    tmp.write_bytes(buf.tobytes())
+            except OSError as exc:
+                raise MfssdError(f"cannot write {out}: {exc.strerror or exc}") from exc
+            return None
+
+        try:
+            for frame in frames:
+                if args.max_frames is not None and frame.index >= args.max_frames:
+                    break
+                bar.update(1)
+                if frame.result is None or frame.image is None:
+                    skipped.append(f"{frame.source}: {frame.error}")
+                    bar.write(f"skipped {frame.source}: {frame.error}", file=sys.stderr)
+                    continue
+                r = frame.result
+                problem = annotate(frame.source, r, frame.image) if save else None
+                if problem:
+                    skipped.append(f"{frame.source}: {problem}")
+                    bar.write(f"skipped {frame.source}: {problem}", file=sys.stderr)
+                records.append(r.to_dict())  # after its output: on Ctrl-C the JSON and the outputs agree
+        except KeyboardInterrupt:  # a camera stops this way: keep and finalise what was seen
+            interrupted = True
     if json_path is not None:
-        write_json(json_path, {"model": str(det.path), "source": str(args.source), "images": records,
+        write_json(json_path, {"model": str(det.path), "source": str(source), "conf": det.nms.conf_thresh,
+                               "draw_conf": args.draw_conf, "interrupted": interrupted, "images": records,
                                "skipped": skipped})  # fmt: skip
     n_det = sum(len(r["detections"]) for r in records)
-    where = "" if args.no_save else f"; annotated output in {save_dir}"
-    print(f"{len(records)} images, {n_det} detections{where}" + (f"; JSON {json_path}" if json_path else ""))
+    where = "" if args.no_save else f", {n_drawn} drawn (score >= {args.draw_conf}); annotated output in {save_dir}"
+    print(f"{len(records)} images, {n_det} detections (score >= {det.nms.conf_thresh}){where}"
+          + (f"; JSON {json_path}" if json_path else ""))  # fmt: skip
+    if interrupted:
+        print(f"mfssd-detect: interrupted after {len(records)} images; outputs cover those", file=sys.stderr)
+        return 130
     if skipped:
-        print(f"mfssd-detect: {len(skipped)} input(s) skipped (unreadable); see above", file=sys.stderr)
+        print(f"mfssd-detect: {len(skipped)} input(s) skipped or incomplete; see above", file=sys.stderr)
         return 1
     return 0
 

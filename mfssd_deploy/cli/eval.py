@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mfssd_deploy.cli import run_cli
+from mfssd_deploy.cli import HelpFormatter, run_cli
 from mfssd_deploy.errors import MfssdError
 
 
@@ -31,61 +31,77 @@ def format_result(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="mfssd-eval", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mfssd-eval", description=__doc__, formatter_class=HelpFormatter)
     src = ap.add_mutually_exclusive_group()
-    src.add_argument("--model", help=".pt, .onnx or .engine (default: the bundled demo model)")
+    src.add_argument("--model", help=".pt, .onnx or .engine (default: the bundled demo model; without torch its "
+                     "end2end ONNX export)")  # fmt: skip
     src.add_argument("--detections", help="score a COCO results file (e.g. from examples/folder_to_json.py) instead")
     ap.add_argument("--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)")
-    ap.add_argument("--split", default="val")
+    ap.add_argument("--split", default="val", help="dataset split")
     ap.add_argument("--json", help="write the result (contract: voc07_map, coco, per_class) to this file")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
-    ap.add_argument("--conf", type=float, default=None, help="score threshold (default: the model's, 0.01)")
-    ap.add_argument("--iou", type=float, default=None, help="NMS IoU (default: the model's, 0.45)")
-    ap.add_argument("--max-det", type=int, default=None, help="detections per image (default: the model's, 200)")
+    ap.add_argument("--batch", type=int, default=8, help="images per inference batch")
+    ap.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    ap.add_argument("--conf", type=float, help="score threshold (default: the model's, 0.01)")
+    ap.add_argument("--iou", type=float, help="NMS IoU (default: the model's, 0.45)")
+    ap.add_argument("--max-det", type=int, help="detections per image (default: the model's, 200)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--no-coco", action="store_true", help="VOC metrics only (no pycocotools)")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    ap.add_argument("--no-coco", action="store_true",
+                    help="VOC metrics only (without pycocotools COCO AP is skipped anyway, with a note)")  # fmt: skip
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap
+
+
+def _want_coco(no_coco: bool) -> bool:
+    """COCO AP needs pycocotools (the [train] extra): the lean install reports the VOC metrics and says
+    that COCO AP was skipped, before the images are run rather than after."""
+    if no_coco:
+        return False
+    from mfssd_deploy.evaluation.coco import coco_available
+
+    if coco_available():
+        return True
+    print('note: COCO AP skipped: pycocotools is not installed (pip install "mfssd-deploy[train]"); '
+          "--no-coco silences this", file=sys.stderr)  # fmt: skip
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from mfssd_deploy.bundled import demo_model
+    from mfssd_deploy.bundled import default_model
     from mfssd_deploy.data.sources import open_source
     from mfssd_deploy.detector import Detector
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate, load_coco_results, score_detections
     from mfssd_deploy.fileio import write_json
 
     source = open_source(args.data, args.split)
+    coco = _want_coco(args.no_coco)
     if args.detections:
-        res = score_detections(source, load_coco_results(args.detections, source), coco=not args.no_coco)
+        res = score_detections(source, load_coco_results(args.detections, source), coco=coco)
         res["detections"] = str(args.detections)
-        print(format_result(res))
-        if args.json:
-            write_json(args.json, res)
-        return 0
-    model_path = Path(args.model) if args.model else demo_model()
-    det = Detector(
-        model_path, device=args.device, conf=args.conf, iou=args.iou, max_det=args.max_det, batch_size=args.batch
-    )
-    predict, cfg = detector_predictor(det), det.config
-    if tuple(cfg.class_names) != tuple(source.class_names):
-        raise MfssdError(
-            f"{model_path.name} detects {list(cfg.class_names)} "
-            f"but {args.data} has {list(source.class_names)}; "
-            "evaluate a model trained on these classes"
+    else:
+        model_path = Path(args.model) if args.model else default_model()
+        det = Detector(
+            model_path, device=args.device, conf=args.conf, iou=args.iou, max_det=args.max_det, batch_size=args.batch
         )
-    res = evaluate(
-        predict,
-        source,
-        batch_size=args.batch,
-        max_images=args.max_images,
-        coco=not args.no_coco,
-        progress=not args.no_progress,
-    )
-    res["model"] = str(model_path)
-    if source.skipped:
+        predict, cfg = detector_predictor(det), det.config
+        if tuple(cfg.class_names) != tuple(source.class_names):
+            raise MfssdError(
+                f"{model_path.name} detects {list(cfg.class_names)} "
+                f"but {args.data} has {list(source.class_names)}; "
+                "evaluate a model trained on these classes"
+            )
+        res = evaluate(
+            predict,
+            source,
+            batch_size=args.batch,
+            max_images=args.max_images,
+            coco=coco,
+            progress=not args.no_progress,
+        )
+        res["model"] = str(model_path)
+    if source.skipped:  # both metrics scored the same cleaned ground truth, without these
         res["skipped_annotations"] = len(source.skipped)
         print(f"note: {len(source.skipped)} malformed annotations were skipped", file=sys.stderr)
     print(format_result(res))
@@ -96,3 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     sys.exit(run_cli("mfssd-eval", main))
+
+
+if __name__ == "__main__":
+    entry()

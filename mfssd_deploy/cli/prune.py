@@ -59,7 +59,7 @@ def format_table(before: dict[str, float], after: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="mfssd-prune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -78,7 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--search-steps", type=int, default=4, help="bisection steps of the search (default 4)")
     ap.add_argument("--eval-images", type=int, help="score on the first N val images only (faster search)")
     ap.add_argument("--json", help="write the report to this file")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mfssd_deploy.errors import require
+
+    require("torch", "train", "mfssd-prune")  # before a model is loaded or, with --max-map-drop, evaluated
+    require("torch_pruning", "train", "mfssd-prune")
     from mfssd_deploy.bundled import demo_model
     from mfssd_deploy.checkpoint import load_model, save_checkpoint
     from mfssd_deploy.fileio import sha256_file, write_json

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from mfssd_deploy.cli import run_cli
+from mfssd_deploy.cli import HelpFormatter, run_cli
 from mfssd_deploy.config import VARIANTS
 
 
@@ -15,24 +15,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mfssd-train",
         description="Train an SSD/FSSD/MFSSD detector. Multi-GPU: torchrun --nproc_per_node N "
         "$(which mfssd-train) ... (DistributedDataParallel; --batch is the global batch).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     ap.add_argument(
         "--data", required=True, help="dataset root: annotations/SPLIT.json (COCO format), COCO 2017, or VOC"
     )
     ap.add_argument("--out", default="runs/train", help="folder for last.pt, best.pt and log.jsonl")
-    ap.add_argument("--variant", default="mfssd_bn", choices=VARIANTS)
+    ap.add_argument("--variant", default="mfssd_bn", choices=VARIANTS, help="architecture")
     ap.add_argument("--width", type=float, default=1.0, help="channel width multiplier (0.25 = the demo model)")
-    ap.add_argument("--train-split", default="train")
+    ap.add_argument("--train-split", default="train", help="split to train on")
     ap.add_argument("--val-split", default="val", help="split evaluated during training ('' to skip)")
-    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=24, help="passes over the training split")
     ap.add_argument("--batch", type=int, default=16, help="global batch size")
-    ap.add_argument("--lr", type=float, default=None, help="base LR (default: the paper's 0.4 at batch 256, scaled)")
-    ap.add_argument("--weight-decay", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, help="base LR (default: the paper's 0.4 at batch 256, scaled)")
+    ap.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
     ap.add_argument(
         "--warmup-epochs",
         type=float,
-        default=None,
         help="linear warmup length (default: the paper's 5 of 300 epochs, scaled to --epochs)",
     )
     ap.add_argument(
@@ -52,11 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--finetune", help="start from a checkpoint's structure and weights (e.g. a pruned model)")
     ap.add_argument("--init-vgg", help="torchvision vgg16/vgg16_bn ImageNet state_dict file for the backbone")
     ap.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
-    ap.add_argument("--eval-images", type=int, default=None, help="evaluate on the first N val images only")
-    ap.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (smoke runs)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--eval-images", type=int, help="evaluate on the first N val images only")
+    ap.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")
+    ap.add_argument("--seed", type=int, default=0, help="random seed")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("--json", help="write the run summary (history, best mAP) to this file")
     return ap
 
@@ -64,7 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import torch
+    from mfssd_deploy.errors import require
+
+    # what the run needs later, checked now: an epoch of training must not end in a missing module
+    torch = require("torch", "train", "mfssd-train")
+    if args.val_split:
+        require("pycocotools.cocoeval", "train", "the COCO AP of mfssd-train's evaluations (--val-split '' skips them)")
+        if args.sparsity > 0:
+            require("matplotlib", "train", "the |gamma| histograms of --sparsity")
 
     from mfssd_deploy.fileio import write_json
     from mfssd_deploy.train.loop import TrainOptions, train

@@ -21,9 +21,18 @@ log = logging.getLogger("mfssd_deploy.data")
 EDGE_TOLERANCE = 1.0  # px a box may exceed the image (rounding in real annotations); clipped silently
 
 
+def _no_boxes() -> np.ndarray:
+    return np.zeros((0, 4), np.float32)
+
+
 @dataclass
 class Record:
-    """One image: xyxy pixel boxes, 1-based labels (0 is background), VOC `difficult` flags."""
+    """One image: xyxy pixel boxes, 1-based labels (0 is background), VOC `difficult` flags.
+
+    COCO crowd regions are kept apart (training never sees them; COCO evaluation ignores detections on
+    them), and so is the file's "area" of each box: COCO bins APs/APm/APl by it (the segment area in
+    COCO 2017, not the box's), so the ground truth built from these records keeps COCO's semantics.
+    """
 
     path: Path
     image_id: int
@@ -32,6 +41,10 @@ class Record:
     boxes: np.ndarray  # [N, 4] float32
     labels: np.ndarray  # [N] int64
     difficult: np.ndarray  # [N] bool
+    areas: np.ndarray | None = None  # [N] float64, COCO "area" (NaN where the file has none); None: box areas
+    crowd_boxes: np.ndarray = field(default_factory=_no_boxes)  # [K, 4] float32, COCO iscrowd regions
+    crowd_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [K] int64
+    crowd_areas: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))  # [K] float64 (NaN: none)
 
 
 @dataclass
@@ -40,7 +53,7 @@ class Source:
     class_names: tuple[str, ...]
     records: list[Record]
     skipped: list[str] = field(default_factory=list)  # one message per malformed annotation
-    coco_json: Path | None = None  # the original file when the source is COCO (pycocotools reads it)
+    coco_json: Path | None = None  # the original file when the source is COCO (its sha256, its category ids)
 
     @property
     def num_classes(self) -> int:
@@ -66,8 +79,18 @@ def _report(skipped: list[str], source: str, message: str) -> None:
         log.warning("%s: more malformed annotations; the total is reported at the end", source)
 
 
+def _area(a: dict) -> float:
+    """The annotation's "area" when it is a number >= 0, else NaN (the box's area is used)."""
+    try:
+        v = float(a["area"])
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
+    return v if np.isfinite(v) and v >= 0 else float("nan")
+
+
 def load_coco(ann_file: str | os.PathLike[str], image_dir: str | os.PathLike[str]) -> Source:
-    """A COCO-format detection JSON. Crowd annotations are kept out of training records."""
+    """A COCO-format detection JSON. Crowd annotations are validated like the others and kept apart
+    from the training boxes (Record.crowd_boxes), for COCO evaluation."""
     import json
 
     ann_path, img_root = Path(ann_file), Path(image_dir)
@@ -92,11 +115,12 @@ def load_coco(ann_file: str | os.PathLike[str], image_dir: str | os.PathLike[str
     records = []
     for im in images:
         w, h = int(im["width"]), int(im["height"])
-        boxes, labels = [], []
+        boxes: list[list[float]] = []
+        labels: list[int] = []
+        areas: list[float] = []
+        crowd: tuple[list[list[float]], list[int], list[float]] = ([], [], [])
         for a in by_image.get(im["id"], []):
             where = f"annotation id {a.get('id')} of {im['file_name']}"
-            if a.get("iscrowd", 0):
-                continue
             if a.get("category_id") not in cat_to_label:
                 _report(skipped, ann_path.name, f"{where}: unknown category_id {a.get('category_id')}")
                 continue
@@ -106,12 +130,19 @@ def load_coco(ann_file: str | os.PathLike[str], image_dir: str | os.PathLike[str
                 _report(skipped, ann_path.name, f"{where}: bbox is not [x, y, w, h]")
                 continue
             box, problem = _check_box(x, y, x + bw, y + bh, w, h)
-            if problem:
+            if box is None:
                 _report(skipped, ann_path.name, f"{where}: {problem}")
                 continue
-            boxes.append(box)
-            labels.append(cat_to_label[a["category_id"]])
-        records.append(_record(img_root / im["file_name"], int(im["id"]), w, h, boxes, labels, [False] * len(labels)))
+            into = crowd if a.get("iscrowd", 0) else (boxes, labels, areas)
+            into[0].append(box)
+            into[1].append(cat_to_label[a["category_id"]])
+            into[2].append(_area(a))
+        rec = _record(img_root / im["file_name"], int(im["id"]), w, h, boxes, labels, [False] * len(labels))
+        rec.areas = np.asarray(areas, dtype=np.float64)
+        rec.crowd_boxes = np.asarray(crowd[0], dtype=np.float32).reshape(-1, 4)
+        rec.crowd_labels = np.asarray(crowd[1], dtype=np.int64)
+        rec.crowd_areas = np.asarray(crowd[2], dtype=np.float64)
+        records.append(rec)
     return Source(ann_path.stem, tuple(c["name"] for c in cats), records, skipped, coco_json=ann_path)
 
 

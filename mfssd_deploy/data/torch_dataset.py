@@ -11,6 +11,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from mfssd_deploy.data.sources import Record, Source
+from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.inputs import read_image
 
 log = logging.getLogger("mfssd_deploy.data")
 
@@ -27,8 +29,9 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         return len(self.records)
 
     def _read(self, rec: Record) -> Any:
-        img = cv2.imread(str(rec.path), cv2.IMREAD_COLOR)
-        if img is None:
+        try:  # the package's one reader: the pixels (EXIF orientation, 16-bit) the Detector sees
+            img = read_image(rec.path)
+        except MfssdError:
             return None
         if self.color == "rgb":
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -1,8 +1,9 @@
-"""COCO AP / AP50 / AP75 / APs / APm / APl and AR through pycocotools."""
+"""COCO AP / AP50 / AP75 / APs / APm / APl and AR through pycocotools, on the validated records."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 from typing import Any
 
@@ -14,25 +15,38 @@ from mfssd_deploy.errors import require
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def _gt_dict(source: Source) -> dict[str, Any]:
-    """A COCO ground truth built from records (VOC sources). Difficult objects become iscrowd, so
-    pycocotools ignores detections on them, like the VOC rule."""
+def coco_available() -> bool:
+    """Whether pycocotools imports (the [train] extra; the lean install has none)."""
+    try:
+        importlib.import_module("pycocotools.cocoeval")
+    except ImportError:
+        return False
+    return True
+
+
+def gt_dict(source: Source) -> dict[str, Any]:
+    """The COCO ground truth of the validated records: the VOC metric and this one score the same boxes,
+    and a malformed annotation the loader skipped reaches neither (the original JSON is never read here).
+
+    COCO semantics are kept: crowd regions are iscrowd annotations (pycocotools ignores detections on
+    them), each box keeps the file's "area" (the segment area in COCO 2017, what APs/APm/APl bin by), and
+    VOC difficult objects become iscrowd, so detections on them are ignored like the VOC rule."""
     images: list[dict[str, Any]] = []
     anns: list[dict[str, Any]] = []
+
+    def add(image_id: int, box: np.ndarray, label: int, area: float, crowd: bool) -> None:
+        w, h = float(box[2] - box[0]), float(box[3] - box[1])
+        anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": label,
+                     "bbox": [float(box[0]), float(box[1]), w, h],
+                     "area": w * h if np.isnan(area) else area, "iscrowd": int(crowd)})  # fmt: skip
+
     for r in source.records:
         images.append({"id": r.image_id, "width": r.width, "height": r.height, "file_name": r.path.name})
-        for b, lab, dif in zip(r.boxes, r.labels, r.difficult, strict=True):
-            w, h = float(b[2] - b[0]), float(b[3] - b[1])
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": r.image_id,
-                    "category_id": int(lab),
-                    "bbox": [float(b[0]), float(b[1]), w, h],
-                    "area": w * h,
-                    "iscrowd": int(dif),
-                }
-            )
+        areas = r.areas if r.areas is not None else np.full(len(r.boxes), np.nan)
+        for b, lab, dif, area in zip(r.boxes, r.labels, r.difficult, areas, strict=True):
+            add(r.image_id, b, int(lab), float(area), bool(dif))
+        for b, lab, area in zip(r.crowd_boxes, r.crowd_labels, r.crowd_areas, strict=True):
+            add(r.image_id, b, int(lab), float(area), True)
     cats = [{"id": i + 1, "name": n} for i, n in enumerate(source.class_names)]
     return {"images": images, "annotations": anns, "categories": cats}
 
@@ -42,12 +56,9 @@ def coco_metrics(source: Source, detections: dict[int, tuple[np.ndarray, np.ndar
     coco_mod = require("pycocotools.coco", "train", "COCO evaluation")
     eval_mod = require("pycocotools.cocoeval", "train", "COCO evaluation")
     with contextlib.redirect_stdout(io.StringIO()):
-        if source.coco_json is not None:
-            gt = coco_mod.COCO(str(source.coco_json))
-        else:
-            gt = coco_mod.COCO()
-            gt.dataset = _gt_dict(source)
-            gt.createIndex()
+        gt = coco_mod.COCO()
+        gt.dataset = gt_dict(source)
+        gt.createIndex()
     cat_ids = sorted(gt.getCatIds())
     results = []
     for image_id, (boxes, scores, labels) in detections.items():

@@ -9,12 +9,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from mfssd_deploy.data.sources import Source
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.evaluation.voc import class_ap
+from mfssd_deploy.inputs import read_image
 
 log = logging.getLogger("mfssd_deploy.eval")
 
@@ -44,9 +44,10 @@ def predict_source(
         for idx in _batches(len(records), batch_size):
             images, ids = [], []
             for i in idx:
-                img = cv2.imread(str(records[i].path), cv2.IMREAD_COLOR)
-                if img is None:
-                    log.warning("unreadable image skipped in evaluation: %s", records[i].path)
+                try:  # the Detector's own reader: the same pixels (EXIF orientation, 16-bit) as detection
+                    img = read_image(records[i].path)
+                except MfssdError as exc:
+                    log.warning("unreadable image skipped in evaluation: %s", exc)
                     continue
                 images.append(img)
                 ids.append(records[i].image_id)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mfssd_deploy import __version__
+from mfssd_deploy.artifact_meta import parse_meta
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.end2end import append_end2end
@@ -93,7 +94,7 @@ def set_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
 def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
     for p in model.metadata_props:
         if p.key == METADATA_KEY:
-            return dict(json.loads(p.value))
+            return parse_meta(p.value, "the ONNX model")
     raise MfssdError("the ONNX model has no 'mfssd' metadata: export it with mfssd-export")
 
 

@@ -1,4 +1,4 @@
-"""TensorRT engine builder, one code path for TensorRT 8.5 to 11.x (see TENSORRT.md).
+"""TensorRT engine builder, one code path for TensorRT 8.5 to 11.x (see docs/tensorrt.md).
 
 The decisions (which ONNX, which network and builder flags, which warnings) are a pure function,
 `plan_build`, of the TensorRT version, the precision, DLA and the GPU; `build_engine` then only
@@ -21,11 +21,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from mfssd_deploy.artifact_meta import ENGINE_PRECISIONS
 from mfssd_deploy.errors import MfssdError, MissingExtraError
 from mfssd_deploy.fileio import atomic_path, write_json
 
 log = logging.getLogger("mfssd_deploy.export")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ENGINE_PRECISIONS
 PASCAL = {(6, 0), (6, 1)}  # desktop Pascal: FP16 at 1/64 rate (sm_62, Jetson TX2, has fast FP16)
 TRT_INSTALL = 'pip install "mfssd-deploy[trt]" (on Jetson, TensorRT comes with JetPack)'
 

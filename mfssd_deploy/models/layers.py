@@ -44,7 +44,7 @@ class L2Norm(nn.Module):
 
 
 def upsample_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Bilinear resize of x to ref's spatial size (size=, not scale_factor: 19 -> 38 and 10 -> 38)."""
+    """Bilinear resize of x to ref's spatial size (size=, not scale_factor: 19 -> 38 and 9 -> 38)."""
     size = (int(ref.shape[-2]), int(ref.shape[-1]))
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
