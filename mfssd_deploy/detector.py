@@ -24,8 +24,6 @@ from mfssd_deploy.preprocess import preprocess_batch
 from mfssd_deploy.results import Result
 from mfssd_deploy.streaming import Frame
 
-BACKENDS = {".pt": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt"}
-
 
 class Detector:
     """Detector(model, device="cpu"|"cuda", backend=None, conf=None, iou=None, max_det=None).
@@ -53,17 +51,13 @@ class Detector:
 
             model = default_model()
         path = Path(model)
-        kind = BACKENDS.get(path.suffix.lower())
-        if kind is None:
-            raise MfssdError(f"{path}: unknown model type {path.suffix!r}; pass a .pt, .onnx or .engine file")
-        if not path.is_file():
+        from mfssd_deploy.backends import DEFAULT_FOR_SUFFIX, make_backend
+
+        if path.suffix.lower() in DEFAULT_FOR_SUFFIX and not path.is_file():
             raise MfssdError(f"model not found: {path}")
-        backend = backend or kind
-        if backend != kind:
-            raise MfssdError(f"backend {backend!r} cannot run a {path.suffix} file (use {kind!r})")
         if batch_size < 1:
             raise MfssdError(f"batch_size must be >= 1, got {batch_size}")
-        made = _make_backend(kind, path, device, batch_size, backend_options)
+        made = make_backend(path, backend, device, batch_size, backend_options)
         self._setup(path, device, batch_size, made, conf, iou, max_det)
 
     @classmethod
@@ -91,8 +85,9 @@ class Detector:
 
             require_torch(f"decoding the raw outputs of {path.name} (or use an end2end .onnx)")
         self._priors: Any = None
-        # TensorRT execution contexts are not thread-safe; ONNX Runtime sessions and torch inference are.
-        self._lock = threading.Lock() if backend.name == "tensorrt" else None
+        # A backend that does not say it is thread-safe (a TensorRT execution context, a user's object) is
+        # called by one thread at a time.
+        self._lock = None if getattr(backend, "thread_safe", False) else threading.Lock()
         self.last_timing: dict[str, float] = {}
 
     @property
@@ -186,7 +181,7 @@ class Detector:
         with torch.inference_mode():
             dets = postprocess(
                 loc, conf, self._priors, conf_thresh=n.conf_thresh, iou_thresh=n.iou_thresh, max_det=n.max_det,
-                pre_nms_topk=n.pre_nms_topk, variances=self.config.priors.variances, logits=self.backend.logits,
+                pre_nms_topk=n.pre_nms_topk, variances=self.config.priors.variances,
             )  # fmt: skip
         return tuple(t.cpu().numpy() for t in dets)
 
@@ -230,17 +225,3 @@ def _nms_settings(
     if not (0 <= nms.conf_thresh < 1 and 0 < nms.iou_thresh <= 1 and nms.max_det > 0):
         raise MfssdError(f"invalid settings conf={nms.conf_thresh}, iou={nms.iou_thresh}, max_det={nms.max_det}")
     return nms
-
-
-def _make_backend(kind: str, path: Path, device: str, batch_size: int, options: dict[str, Any]) -> Any:
-    if kind == "onnxruntime":
-        from mfssd_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, device, **{"max_batch": batch_size, **options})
-    if kind == "torch":
-        from mfssd_deploy.backends.torch_backend import TorchBackend
-
-        return TorchBackend(path, device, **options)
-    from mfssd_deploy.backends.tensorrt_backend import TensorRTBackend
-
-    return TensorRTBackend(path, device, **options)

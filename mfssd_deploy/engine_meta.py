@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mfssd_deploy.artifact_meta import ENGINE_PRECISIONS, parse_meta
+from mfssd_deploy.artifacts import ENGINE_PRECISIONS, parse_meta
 from mfssd_deploy.errors import MfssdError
 
 log = logging.getLogger("mfssd_deploy")

@@ -1,6 +1,69 @@
-"""Inference backends behind the Detector: onnxruntime (lean), torch, tensorrt.
+"""Inference backends behind the Detector, one file each, and the registry that picks them.
 
-Each exposes `config`, `layout` ("raw" | "end2end"), `meta`, `name`, `device`, and `infer(x)` on a
-preprocessed float32 [B,3,S,S] batch. Raw outputs may stay on the backend's device (torch tensors)
-so the decode + NMS runs there too.
+Every backend satisfies `Backend`: `infer(x)` on a preprocessed float32 [B,3,S,S] batch returns the
+artifact's outputs in the contract's order (raw: loc, softmax scores; end2end: num_dets, det_boxes,
+det_scores, det_classes). Raw outputs may stay on the backend's device (torch tensors) so the decode
++ NMS runs there too. Adding a backend is one file plus one line in REGISTRY.
 """
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from mfssd_deploy.config import ModelConfig
+from mfssd_deploy.errors import MfssdError
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    layout: str  # "raw" | "end2end" (artifacts.LAYOUTS)
+    config: ModelConfig
+    meta: dict[str, Any]
+    device: str
+    thread_safe: bool  # False: the Detector serialises infer calls (a TensorRT execution context)
+
+    def infer(self, x: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    module: str  # mfssd_deploy.backends.<module>
+    cls: str
+    suffixes: tuple[str, ...]  # model files it loads
+    takes_max_batch: bool = False  # gets the Detector's batch_size (an explicit TensorRT EP profile)
+
+
+REGISTRY: dict[str, Entry] = {
+    "torch": Entry("torch_backend", "TorchBackend", (".pt",)),
+    "onnxruntime": Entry("onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",), takes_max_batch=True),
+    "tensorrt": Entry("tensorrt_backend", "TensorRTBackend", (".engine",)),
+}
+# The backend a file gets when none is named: the first registered one that loads its suffix.
+DEFAULT_FOR_SUFFIX: dict[str, str] = {}
+for _name, _entry in REGISTRY.items():
+    for _suffix in _entry.suffixes:
+        DEFAULT_FOR_SUFFIX.setdefault(_suffix, _name)
+
+
+def make_backend(path: Path, backend: str | None, device: str, batch_size: int, options: dict[str, Any]) -> Backend:
+    """The backend for a model file: `backend` if given (it must load this suffix), else the default."""
+    suffix = path.suffix.lower()
+    default = DEFAULT_FOR_SUFFIX.get(suffix)
+    if default is None:
+        known = ", ".join(sorted(DEFAULT_FOR_SUFFIX))
+        raise MfssdError(f"{path}: unknown model type {path.suffix!r}; pass a {known} file")
+    name = backend or default
+    entry = REGISTRY.get(name)
+    if entry is None:
+        raise MfssdError(f"backend {name!r}: choose one of {', '.join(REGISTRY)}")
+    if suffix not in entry.suffixes:
+        takers = [n for n, e in REGISTRY.items() if suffix in e.suffixes]
+        raise MfssdError(f"backend {name!r} cannot run a {path.suffix} file (use {' or '.join(map(repr, takers))})")
+    cls = getattr(importlib.import_module(f"mfssd_deploy.backends.{entry.module}"), entry.cls)
+    kwargs = {"max_batch": batch_size, **options} if entry.takes_max_batch else options
+    made: Backend = cls(path, device, **kwargs)
+    return made

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from mfssd_deploy.artifacts import INPUT, onnx_kind
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 
@@ -31,7 +32,7 @@ def choose_providers(
         raise MfssdError(f"device {device!r}: use 'cpu' or 'cuda'")
     chosen: list[tuple[str, dict[str, Any]]] = []
     precision = meta.get("precision", "fp32")
-    if precision == "int8-qdq-u8":
+    if not onnx_kind(precision, meta.get("layout", "raw")).gpu:
         raise MfssdError(
             "this is the CPU-tuned INT8 model (uint8 activations), which GPUs and TensorRT do not run: on a GPU use "
             "the .int8 (symmetric) model, or device='cpu'"
@@ -46,7 +47,7 @@ def choose_providers(
         }
         if max_batch is not None:
             s = int(meta["config"]["input_size"])
-            trt_opts.update({f"trt_profile_{k}_shapes": f"images:{b}x3x{s}x{s}"
+            trt_opts.update({f"trt_profile_{k}_shapes": f"{INPUT}:{b}x3x{s}x{s}"
                              for k, b in (("min", 1), ("opt", max_batch), ("max", max_batch))})  # fmt: skip
         trt_opts.update(options.get("TensorrtExecutionProvider", {}))
         chosen.append(("TensorrtExecutionProvider", trt_opts))
@@ -61,7 +62,7 @@ def choose_providers(
 
 
 def read_onnx_meta(session: Any, path: Path) -> dict[str, Any]:
-    from mfssd_deploy.artifact_meta import parse_meta
+    from mfssd_deploy.artifacts import parse_meta
 
     raw = session.get_modelmeta().custom_metadata_map.get("mfssd")
     if raw is None:
@@ -124,9 +125,9 @@ class OnnxRuntimeBackend:
         self.device = device
         self.providers = self.session.get_providers()
         names = [i.name for i in self.session.get_inputs()]
-        if names != ["images"]:
+        if names != [INPUT]:
             raise MfssdError(f"{p}: expected one input named 'images', found {names}")
-        self.logits = False  # softmax is inside the graph
+        self.thread_safe = True  # InferenceSession.run is thread-safe
 
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
-        return list(self.session.run(None, {"images": x}))
+        return list(self.session.run(None, {INPUT: x}))

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from mfssd_deploy.artifacts import INPUT, OUTPUTS
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.engine_meta import check_engine_compat, read_engine_meta
 from mfssd_deploy.errors import MfssdError, require_torch
 
-OUTPUTS = {"raw": ("loc", "scores"), "end2end": ("num_dets", "det_boxes", "det_scores", "det_classes")}
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "INT8": "int8",
                 "BOOL": "bool", "BF16": "bfloat16"}  # fmt: skip
 
@@ -64,7 +64,7 @@ class TensorRTBackend:
         self.dev = buffer_device(device)
         self.config = ModelConfig.from_dict(self.meta["config"])
         self.layout = str(self.meta["layout"])
-        self.logits = False
+        self.thread_safe = False  # one execution context: the Detector serialises infer calls
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(p.read_bytes())
@@ -74,10 +74,10 @@ class TensorRTBackend:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = list(OUTPUTS[self.layout])
-        if self.inputs != ["images"] or sorted(set(names) - set(self.inputs)) != sorted(self.outputs):
+        if self.inputs != [INPUT] or sorted(set(names) - set(self.inputs)) != sorted(self.outputs):
             raise MfssdError(f"{p}: unexpected I/O tensors {names} for the {self.layout} layout")
         self.dtypes = {n: getattr(torch, TORCH_DTYPES[self.engine.get_tensor_dtype(n).name]) for n in names}
-        profile = self.meta["profiles"]["images"]
+        profile = self.meta["profiles"][INPUT]
         self.min_batch, self.max_batch = int(profile["min"][0]), int(profile["max"][0])
         self.stream = torch.cuda.Stream(device=self.dev)
         self.cuda_graphs = cuda_graphs
@@ -93,8 +93,8 @@ class TensorRTBackend:
         shape = (batch, 3, size, size)
         pinned = self.dev.type == "cuda"
         bufs = _Buffers(host=torch.empty(shape, dtype=torch.float32, pin_memory=pinned))
-        bufs.tensors["images"] = torch.empty(shape, dtype=self.dtypes["images"], device=self.dev)
-        if not self.context.set_input_shape("images", shape):
+        bufs.tensors[INPUT] = torch.empty(shape, dtype=self.dtypes[INPUT], device=self.dev)
+        if not self.context.set_input_shape(INPUT, shape):
             raise MfssdError(f"TensorRT rejected input shape {shape}")
         for name in self.outputs:
             dims = self.context.get_tensor_shape(name)
@@ -107,7 +107,7 @@ class TensorRTBackend:
 
     def _enqueue(self, batch: int, bufs: _Buffers) -> None:
         ctx = self.context
-        ctx.set_input_shape("images", tuple(bufs.tensors["images"].shape))
+        ctx.set_input_shape(INPUT, tuple(bufs.tensors[INPUT].shape))
         for name, t in bufs.tensors.items():
             ctx.set_tensor_address(name, t.data_ptr())
         if not self.cuda_graphs:
@@ -136,7 +136,7 @@ class TensorRTBackend:
         bufs = self._prepare(batch)
         with torch.cuda.stream(self.stream):
             bufs.host.copy_(torch.from_numpy(x))
-            bufs.tensors["images"].copy_(bufs.host, non_blocking=True)
+            bufs.tensors[INPUT].copy_(bufs.host, non_blocking=True)
             self._enqueue(batch, bufs)
             if self.layout == "raw":
                 # Clones on the device: the buffers are reused by the next call, the outputs are not.

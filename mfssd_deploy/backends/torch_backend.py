@@ -26,7 +26,7 @@ class TorchBackend:
         self.model = load_model(path, device)
         self.config = config_of(self.model)
         self.meta: dict[str, Any] = {"config": self.config.to_dict(), "layout": "raw", "precision": "fp32"}
-        self.logits = True
+        self.thread_safe = True  # torch inference on one module from several threads is safe
 
     def infer(self, x: np.ndarray) -> tuple[Any, Any]:
         torch = self.torch
@@ -35,8 +35,9 @@ class TorchBackend:
             if self.device != "cpu":
                 t = t.pin_memory().to(self.device, non_blocking=True)
             loc, conf = self.model(t)
+            scores = conf.softmax(-1)  # like the exported graph: every backend returns probabilities
             if self.device != "cpu":
                 # CUDA runs asynchronously: without this the "infer" stage would time the kernel launches
                 # and the compute would land in "post" (docs/benchmarking.md: infer = H2D + compute)
                 torch.cuda.synchronize()
-        return loc, conf
+        return loc, scores

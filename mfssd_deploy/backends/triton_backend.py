@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from mfssd_deploy.artifacts import INPUT, OUTPUTS
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError, require
-
-OUTPUTS = {"raw": ("loc", "scores"), "end2end": ("num_dets", "det_boxes", "det_scores", "det_classes")}
 
 
 def mfssd_meta(model_config: dict[str, Any], model: str) -> dict[str, Any]:
@@ -27,7 +26,7 @@ def mfssd_meta(model_config: dict[str, Any], model: str) -> dict[str, Any]:
         raise MfssdError(
             f"Triton model {model!r} has no 'mfssd' parameter: serve a repository from mfssd-export --triton"
         )
-    from mfssd_deploy.artifact_meta import parse_meta
+    from mfssd_deploy.artifacts import parse_meta
 
     return parse_meta(text, f"Triton model {model!r}", "serve a repository from mfssd-export --triton")
 
@@ -55,11 +54,11 @@ class TritonBackend:
         self.config = ModelConfig.from_dict(self.meta["config"])
         self.layout = str(self.meta["layout"])
         self.device = "remote"
-        self.logits = False  # softmax is inside the served graph
+        self.thread_safe = True  # each call is its own request to the server
 
     def request(self, x: np.ndarray) -> tuple[list[Any], list[Any]]:
         """The inputs and requested outputs of one inference call on the batch `x` [B,3,H,W] float32."""
-        inp = self.tc.InferInput("images", list(x.shape), "FP32")
+        inp = self.tc.InferInput(INPUT, list(x.shape), "FP32")
         inp.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         return [inp], [self.tc.InferRequestedOutput(n) for n in OUTPUTS[self.layout]]
 

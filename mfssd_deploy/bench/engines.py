@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfssd_deploy.artifacts import ENGINE_KINDS, KINDS
 from mfssd_deploy.errors import MfssdError
 
 log = logging.getLogger(__name__)
 
-# format name -> TensorRT precision; each engine is built from the group's end2end ONNX
-ENGINE_FORMATS = {"trt-int8-e2e": "int8", "trt-fp16-e2e": "fp16"}
+# format name -> TensorRT precision (the artifact table's engine rows); each is built from the group's end2end ONNX
+ENGINE_FORMATS = {name: KINDS[name].precision for name in ENGINE_KINDS}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mfssd_deploy.artifacts import KINDS, onnx_kind
 from mfssd_deploy.bench import report
 from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget, build_group_engines
 from mfssd_deploy.bench.harness import Runner
@@ -22,14 +23,8 @@ from mfssd_deploy.errors import MfssdError
 log = logging.getLogger(__name__)
 
 GROUPS = ("demo", "demo-pruned", "full", "full-pruned")
-# artifact kinds: (precision, layout, file suffix after the model name)
-FORMATS = {
-    "eager": ("fp32", "raw", ".pt"),
-    "fp32-raw": ("fp32", "raw", ".onnx"),
-    "fp32-e2e": ("fp32", "end2end", ".end2end.onnx"),
-    "int8-e2e": ("int8-qdq", "end2end", ".int8.end2end.onnx"),
-    "int8u8-e2e": ("int8-qdq-u8", "end2end", ".int8u8.end2end.onnx"),  # ONNX Runtime CPU only
-}
+# the artifact kinds each group is benchmarked in (rows of the artifact table; int8u8: ONNX Runtime CPU only)
+FORMATS = {name: KINDS[name] for name in ("eager", "fp32-raw", "fp32-e2e", "int8-e2e", "int8u8-e2e")}
 ALL_FORMATS = (*FORMATS, *ENGINE_FORMATS)  # the engine formats appear on a GPU with TensorRT
 RANDOM = report.RANDOM_WEIGHTS
 # Pruned full-size widths are rounded to a multiple of 8 channels: measured here, ONNX Runtime runs
@@ -72,7 +67,7 @@ def _export(checkpoint: Path, cache: Path, name: str, calib_dir: Path,
     from mfssd_deploy.fileio import sha256_file
 
     key = f"{name}-{sha256_file(checkpoint)[:10]}-{_recipe()}"
-    files = {k: cache / f"{key}{suffix}" for k, (_, _, suffix) in FORMATS.items() if k != "eager"}
+    files = {k: cache / f"{key}{kind.suffix}" for k, kind in FORMATS.items() if k != "eager"}
     if not all(p.is_file() for p in files.values()):
         log.info("exporting %s to %s (once; reused from the cache afterwards)", checkpoint.name, cache)
         run_export(ExportRequest(model=checkpoint, out_dir=cache, name=key, int8=True, int8_cpu=True, calib=calib_dir,
@@ -150,8 +145,7 @@ def _format_of(path: Path) -> str:
     from mfssd_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     meta = OnnxRuntimeBackend(path).meta
-    precision = {"int8-qdq": "int8", "int8-qdq-u8": "int8u8", "fp16": "fp16"}.get(meta.get("precision", "fp32"), "fp32")
-    return f"{precision}-{'e2e' if meta['layout'] == 'end2end' else 'raw'}"
+    return onnx_kind(meta.get("precision", "fp32"), meta["layout"]).name
 
 
 Spec = dict[str, Any]  # plain JSON: a configuration can be rebuilt in another process (memory is measured there)

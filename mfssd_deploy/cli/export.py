@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mfssd_deploy.artifacts import onnx_kind
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.limits import AGREEMENT_SCORE, MIN_AGREEMENT
@@ -182,7 +183,7 @@ def write_triton(report: dict[str, Any], args: argparse.Namespace, batch: tuple[
     repo = Path(args.triton)
     names = []
     for a in report["artifacts"]:
-        if a["precision"] == "int8-qdq-u8" and opts.kind == "gpu":
+        if not onnx_kind(a["precision"], a["layout"]).gpu and opts.kind == "gpu":
             continue  # CPU-only artifact
         names.append(add_onnx(repo, Path(a["path"]), opts).name)
     for e in report.get("engines", []):
@@ -212,7 +213,7 @@ def check_artifacts(artifacts: list[dict[str, Any]], version: str) -> dict[str, 
     versions = list(tables()) if version == "all" else [version_line(version)]
     out: dict[str, dict[str, str]] = {}
     for a in artifacts:
-        if a["precision"] == "int8-qdq-u8":
+        if "tensorrt" not in onnx_kind(a["precision"], a["layout"]).runtimes:
             out[Path(a["path"]).name] = {
                 v: "skipped: CPU-only INT8 (uint8 activations), not for TensorRT" for v in versions
             }
@@ -237,7 +238,9 @@ def build_engines(report: dict[str, Any], args: argparse.Namespace, batch: tuple
     from mfssd_deploy.exporters.tensorrt_build import BuildRequest, build_engine, import_tensorrt
 
     import_tensorrt()  # after the ONNX export: a missing TensorRT still leaves the ONNX files
-    source_key = {"fp32": "fp32", "int8-qdq": "int8", "fp16": "fp16"}
+    from mfssd_deploy.artifacts import ENGINE_SOURCE, engine_name
+
+    source_key = {onnx_precision: engine for engine, onnx_precision in ENGINE_SOURCE.items()}
     engines_dir = Path(args.engines_dir)
     cache = Path(args.timing_cache) if args.timing_cache else engines_dir / "timing.cache"
     built = []
@@ -247,7 +250,7 @@ def build_engines(report: dict[str, Any], args: argparse.Namespace, batch: tuple
             for a in report["artifacts"]
             if a["layout"] == layout and a["precision"] in source_key  # not the CPU-only u8 INT8 variant
         }
-        out = engines_dir / f"{report['name']}.{layout}.{args.precision}.engine"
+        out = engines_dir / engine_name(report["name"], layout, args.precision)
         request = BuildRequest(
             onnx=onnx_files,
             out=out,

@@ -15,7 +15,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-END2END_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+from mfssd_deploy.artifacts import OUTPUTS
+
+END2END_OUTPUTS = OUTPUTS["end2end"]
 
 
 class _Builder:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mfssd_deploy import __version__
-from mfssd_deploy.artifact_meta import parse_meta
+from mfssd_deploy.artifacts import INPUT, OUTPUTS, parse_meta
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.end2end import append_end2end
@@ -53,10 +53,10 @@ def export_raw(model: nn.Module, opset: int = 17) -> onnx.ModelProto:
             cast(Any, buf),  # a file-like object works; the annotation only names paths
             dynamo=False,
             opset_version=opset,
-            input_names=["images"],
+            input_names=[INPUT],
             output_names=["loc", "scores"],
             do_constant_folding=True,
-            dynamic_axes={"images": {0: "batch"}, "loc": {0: "batch"}, "scores": {0: "batch"}},
+            dynamic_axes={name: {0: "batch"} for name in (INPUT, *OUTPUTS["raw"])},
         )
     return onnx.load_from_string(buf.getvalue())
 

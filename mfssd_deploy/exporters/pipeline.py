@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from mfssd_deploy.artifacts import INPUT, PRECISION_SUFFIX, onnx_name
 from mfssd_deploy.config import ModelConfig, NMSConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.limits import AGREEMENT_SCORE, MIN_AGREEMENT
@@ -28,10 +29,6 @@ log = logging.getLogger("mfssd_deploy.export")
 # FP32 parity: max abs difference vs PyTorch of scores (in [0, 1]) and of loc, whose tolerance scales
 # with its magnitude beyond 1 (an untrained model's offsets reach hundreds; float32 rounding is relative).
 RAW_TOL = 1e-4
-
-
-# file-name suffix per precision; "int8-qdq-u8" is the CPU-only variant (uint8 activations)
-SUFFIXES = {"fp32": "", "int8-qdq": ".int8", "int8-qdq-u8": ".int8u8", "fp16": ".fp16"}
 
 
 @dataclass
@@ -162,7 +159,7 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
         for precision, acts in (("int8-qdq", "s8"), ("int8-qdq-u8", "u8")):
             if acts == "u8" and not req.int8_cpu:
                 continue
-            cache = req.out_dir / f"{name}{SUFFIXES[precision]}.calib.json"
+            cache = req.out_dir / f"{name}{PRECISION_SUFFIX[precision]}.calib.json"
             calib_cache = calib_cache or cache
             status: dict[str, Any] = {}
             q = quantize_int8(raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, cache_path=cache,
@@ -178,8 +175,7 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
     for precision, base in variants:
         for layout in req.layouts:
             proto = base if layout == "raw" else ox.to_end2end(base, cfg)
-            suffix = SUFFIXES[precision]
-            path = req.out_dir / f"{name}{suffix}{'.end2end' if layout == 'end2end' else ''}.onnx"
+            path = req.out_dir / onnx_name(name, precision, layout)
             meta = ox.make_metadata(
                 cfg,
                 layout,
@@ -191,7 +187,7 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
             ox.set_metadata(proto, meta)
             ox.check(proto)
             session = _session(proto)
-            outputs = session.run(None, {"images": x})
+            outputs = session.run(None, {INPUT: x})
             parity = _parity(layout, outputs, loc_t.numpy(), scores_t.numpy(), ref_np)
             if precision == "fp32" and not parity["ok"]:
                 raise MfssdError(f"parity failed for {path.name}: {_parity_line(parity)}; the file was not written")
@@ -262,7 +258,7 @@ def _time_ms(session: Any, x: np.ndarray, runs: int) -> float | None:
 
     if runs <= 0:
         return None
-    return float(np.median(time_calls(lambda: session.run(None, {"images": x}), warmup=2, iters=runs))) * 1000
+    return float(np.median(time_calls(lambda: session.run(None, {INPUT: x}), warmup=2, iters=runs))) * 1000
 
 
 def _calib_meta(req: ExportRequest) -> dict[str, Any]:

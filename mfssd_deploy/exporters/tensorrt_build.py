@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mfssd_deploy.artifact_meta import ENGINE_PRECISIONS
+from mfssd_deploy.artifacts import ENGINE_PRECISIONS, INPUT
 from mfssd_deploy.errors import MfssdError, MissingExtraError
 from mfssd_deploy.fileio import atomic_path, write_json
 
@@ -193,7 +193,7 @@ def build_engine(req: BuildRequest, gpu: tuple[str, tuple[int, int]] | None = No
         raise MfssdError(f"--batch {b_min},{b_opt},{b_max}: need 1 <= MIN <= OPT <= MAX")
     profile = builder.create_optimization_profile()
     shape = lambda b: (b, 3, size, size)  # noqa: E731
-    profile.set_shape("images", trt.Dims4(*shape(b_min)), trt.Dims4(*shape(b_opt)), trt.Dims4(*shape(b_max)))
+    profile.set_shape(INPUT, trt.Dims4(*shape(b_min)), trt.Dims4(*shape(b_opt)), trt.Dims4(*shape(b_max)))
     config.add_optimization_profile(profile)
     cache_bytes = req.timing_cache.read_bytes() if req.timing_cache and req.timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
@@ -216,7 +216,7 @@ def build_engine(req: BuildRequest, gpu: tuple[str, tuple[int, int]] | None = No
         "tensorrt_version": version,
         "gpu_name": gpu_name,
         "compute_capability": list(cc),
-        "profiles": {"images": {"min": list(shape(b_min)), "opt": list(shape(b_opt)), "max": list(shape(b_max))}},
+        "profiles": {INPUT: {"min": list(shape(b_min)), "opt": list(shape(b_opt)), "max": list(shape(b_max))}},
         "build_seconds": seconds,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "plan": asdict(plan),

@@ -18,14 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mfssd_deploy.artifacts import INPUT, OUTPUT_TYPES, onnx_kind
+from mfssd_deploy.artifacts import OUTPUTS as TENSORS
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.fileio import atomic_path
 
-OUTPUTS = {  # name, Triton type, dims without batch (P priors, C classes, K max_det)
-    "raw": (("loc", "TYPE_FP32", ("P", 4)), ("scores", "TYPE_FP32", ("P", "C"))),
-    "end2end": (("num_dets", "TYPE_INT32", (1,)), ("det_boxes", "TYPE_FP32", ("K", 4)),
-                ("det_scores", "TYPE_FP32", ("K",)), ("det_classes", "TYPE_INT32", ("K",))),
+# dims without the batch axis (P priors, C classes, K max_det); names and types: the artifact contract
+DIMS: dict[str, tuple[int | str, ...]] = {
+    "loc": ("P", 4), "scores": ("P", "C"),
+    "num_dets": (1,), "det_boxes": ("K", 4), "det_scores": ("K",), "det_classes": ("K",),
 }  # fmt: skip
+OUTPUTS = {layout: tuple((n, f"TYPE_{OUTPUT_TYPES[n]}", DIMS[n]) for n in names) for layout, names in TENSORS.items()}
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def config_pbtxt(name: str, meta: dict[str, Any], platform: str, opts: TritonOpt
         raise MfssdError(f"--triton-device {opts.kind!r}: choose gpu or cpu")
     if platform == "tensorrt_plan" and opts.kind != "gpu":
         raise MfssdError("a TensorRT engine runs on a GPU instance group only: use --triton-device gpu")
-    if precision == "int8-qdq-u8" and opts.kind == "gpu":
+    if not onnx_kind(precision, layout).gpu and opts.kind == "gpu":
         raise MfssdError(
             f"{name}: the CPU-tuned INT8 model (uint8 activations) cannot run on GPUs: --triton-device cpu"
         )
@@ -81,7 +84,7 @@ def config_pbtxt(name: str, meta: dict[str, Any], platform: str, opts: TritonOpt
         f"platform: {_quote(platform)}",
         f"max_batch_size: {opts.max_batch}",
         "input [",
-        f'  {{ name: "images" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 3, {size}, {size} ] }}',
+        f'  {{ name: "{INPUT}" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 3, {size}, {size} ] }}',
         "]",
         "output [",
         ",\n".join(
@@ -141,7 +144,7 @@ def add_engine(repo: Path, engine_path: Path, opts: TritonOptions) -> Path:
     from mfssd_deploy.engine_meta import read_engine_meta
 
     meta = read_engine_meta(engine_path)
-    profile = meta.get("profiles", {}).get("images")
+    profile = meta.get("profiles", {}).get(INPUT)
     if not profile:
         raise MfssdError(f"{engine_path.name}.json has no batch profile: rebuild the engine with mfssd-export --trt")
     max_batch = int(profile["max"][0])

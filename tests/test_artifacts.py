@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 
-from mfssd_deploy.artifact_meta import ENGINE_PRECISIONS, parse_meta
+from mfssd_deploy.artifacts import ENGINE_PRECISIONS, parse_meta
 from mfssd_deploy.backends.triton_backend import mfssd_meta
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.engine_meta import read_engine_meta
@@ -55,3 +57,47 @@ def test_missing_keys_and_broken_json(tmp_path: Path) -> None:
         parse_meta("{oops", "x")
     with pytest.raises(MfssdError, match=r"Triton model 'det'.*lacks 'config'"):
         mfssd_meta({"parameters": {"mfssd": {"string_value": json.dumps({"layout": "raw"})}}}, "det")
+
+
+def test_exported_files_are_named_by_the_table(artifacts: dict[str, Path]) -> None:
+    from mfssd_deploy.artifacts import KINDS, onnx_name
+    from mfssd_deploy.exporters.onnx_export import read_metadata
+
+    for key, kind in {"raw": "fp32-raw", "e2e": "fp32-e2e", "int8_raw": "int8-raw", "int8": "int8-e2e",
+                      "fp16_raw": "fp16-raw", "fp16": "fp16-e2e"}.items():  # fmt: skip
+        path = artifacts[key]
+        m = read_metadata(onnx.load(path))
+        assert path.name == "m" + KINDS[kind].suffix == onnx_name("m", m["precision"], m["layout"])
+        assert (KINDS[kind].precision, KINDS[kind].layout) == (m["precision"], m["layout"])
+
+
+def test_every_backend_meets_the_protocol(artifacts: dict[str, Path]) -> None:
+    from mfssd_deploy.backends import Backend, make_backend
+
+    for key in ("pt", "e2e", "raw"):
+        b = make_backend(artifacts[key], None, "cpu", 4, {})
+        assert isinstance(b, Backend) and b.thread_safe
+        x = np.zeros((2, 3, 300, 300), np.float32)
+        out = b.infer(x)
+        if b.layout == "raw":  # softmax scores from every backend: rows sum to 1 (the torch one returned logits)
+            assert np.allclose(np.asarray(out[1]).sum(-1), 1.0, atol=1e-5)
+
+
+def test_registry_refuses_what_a_backend_cannot_load(artifacts: dict[str, Path]) -> None:
+    from mfssd_deploy.backends import make_backend
+
+    with pytest.raises(MfssdError, match=r"backend 'torch' cannot run a \.onnx file \(use 'onnxruntime'"):
+        make_backend(artifacts["e2e"], "torch", "cpu", 1, {})
+    with pytest.raises(MfssdError, match="backend 'nope': choose one of"):
+        make_backend(artifacts["e2e"], "nope", "cpu", 1, {})
+
+
+def test_detector_serialises_a_backend_that_is_not_thread_safe(artifacts: dict[str, Path]) -> None:
+    from mfssd_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mfssd_deploy.detector import Detector
+
+    safe = OnnxRuntimeBackend(artifacts["e2e"])
+    assert Detector.from_backend(safe, "x")._lock is None
+    unsafe = OnnxRuntimeBackend(artifacts["e2e"])
+    unsafe.thread_safe = False
+    assert Detector.from_backend(unsafe, "x")._lock is not None
