@@ -90,6 +90,28 @@ class NMSConfig:
     max_det: int = 200
     pre_nms_topk: int = 2000
 
+    def override(
+        self,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        pre_nms_topk: int | None = None,
+    ) -> NMSConfig:
+        """These settings with the given ones replaced, validated: the one place a user's conf / iou /
+        max_det are checked (Detector, export, evaluation)."""
+        nms = NMSConfig(
+            conf_thresh=self.conf_thresh if conf is None else float(conf),
+            iou_thresh=self.iou_thresh if iou is None else float(iou),
+            max_det=self.max_det if max_det is None else int(max_det),
+            pre_nms_topk=self.pre_nms_topk if pre_nms_topk is None else int(pre_nms_topk),
+        )
+        if not (0 <= nms.conf_thresh < 1 and 0 < nms.iou_thresh <= 1 and 0 < nms.max_det <= nms.pre_nms_topk):
+            raise MfssdError(
+                f"invalid NMS settings conf={nms.conf_thresh}, iou={nms.iou_thresh}, max_det={nms.max_det}, "
+                f"pre_nms_topk={nms.pre_nms_topk}: need 0 <= conf < 1, 0 < iou <= 1, 0 < max_det <= pre_nms_topk"
+            )
+        return nms
+
 
 @dataclass(frozen=True)
 class ModelConfig:

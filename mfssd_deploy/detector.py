@@ -20,7 +20,8 @@ import numpy as np
 from mfssd_deploy.config import ModelConfig, NMSConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.inputs import ImageLike, load_images
-from mfssd_deploy.preprocess import preprocess_batch
+from mfssd_deploy.padded import unpack_end2end
+from mfssd_deploy.preprocess import preprocess_batch, scale_to_image
 from mfssd_deploy.results import Result
 from mfssd_deploy.streaming import Frame
 
@@ -161,12 +162,8 @@ class Detector:
             return self.backend.infer(x)
 
     def _postprocess(self, outputs: Any) -> tuple[np.ndarray, ...]:
-        n = self.nms
         if self.layout == "end2end":
-            num, boxes, scores, classes = (np.asarray(o) for o in outputs[:4])
-            keep = (scores >= n.conf_thresh) & (np.arange(scores.shape[1])[None, :] < num.reshape(-1, 1))
-            keep[:, n.max_det :] = False
-            return keep.sum(1, keepdims=True).astype(np.int32), boxes, scores, classes
+            return unpack_end2end(outputs, self.nms)
         from mfssd_deploy.errors import require_torch
 
         torch = require_torch(f"decoding the raw outputs of {self.path.name} (or export an end2end model)")
@@ -179,10 +176,7 @@ class Detector:
         if self._priors is None or self._priors.device != loc.device:
             self._priors = priors_tensor(self.config.priors, loc.device)
         with torch.inference_mode():
-            dets = postprocess(
-                loc, conf, self._priors, conf_thresh=n.conf_thresh, iou_thresh=n.iou_thresh, max_det=n.max_det,
-                pre_nms_topk=n.pre_nms_topk, variances=self.config.priors.variances,
-            )  # fmt: skip
+            dets = postprocess(loc, conf, self._priors, self.nms, self.config.priors.variances)
         return tuple(t.cpu().numpy() for t in dets)
 
     def _to_results(self, arrays: Sequence[np.ndarray], names: Sequence[str | None], num: np.ndarray,
@@ -191,9 +185,7 @@ class Detector:
         for i, img in enumerate(arrays):
             h, w = img.shape[:2]
             idx = np.arange(int(num[i, 0]))  # valid rows come first, sorted by score
-            b = boxes[i, idx].astype(np.float32) * np.array([w, h, w, h], dtype=np.float32)
-            np.clip(b[:, 0::2], 0, w, out=b[:, 0::2])
-            np.clip(b[:, 1::2], 0, h, out=b[:, 1::2])
+            b = scale_to_image(boxes[i, idx], h, w)
             out.append(Result(b, scores[i, idx].astype(np.float32), classes[i, idx].astype(np.int64),
                               self.config.class_names, (h, w), names[i]))  # fmt: skip
         return out
@@ -216,12 +208,4 @@ def _nms_settings(
             raise MfssdError(
                 f"max_det={max_det} exceeds the {base.max_det} of this end2end model: re-export with --max-det"
             )
-    nms = NMSConfig(
-        conf_thresh=base.conf_thresh if conf is None else conf,
-        iou_thresh=base.iou_thresh if iou is None else iou,
-        max_det=base.max_det if max_det is None else max_det,
-        pre_nms_topk=base.pre_nms_topk,
-    )
-    if not (0 <= nms.conf_thresh < 1 and 0 < nms.iou_thresh <= 1 and nms.max_det > 0):
-        raise MfssdError(f"invalid settings conf={nms.conf_thresh}, iou={nms.iou_thresh}, max_det={nms.max_det}")
-    return nms
+    return base.override(conf, iou, max_det)

@@ -14,6 +14,9 @@ import torch
 from torchvision.ops import batched_nms
 
 from mfssd_deploy.boxes import Variances, decode
+from mfssd_deploy.config import NMSConfig
+
+DEFAULT_NMS = NMSConfig()  # frozen: safe as a default argument
 
 
 class PaddedDetections(NamedTuple):
@@ -35,13 +38,11 @@ def postprocess(
     loc: torch.Tensor,
     scores: torch.Tensor,
     priors: torch.Tensor,
-    *,
-    conf_thresh: float = 0.01,
-    iou_thresh: float = 0.45,
-    max_det: int = 200,
-    pre_nms_topk: int | None = 2000,
+    nms: NMSConfig = DEFAULT_NMS,
     variances: Variances = (0.1, 0.2),
+    *,
     logits: bool = False,
+    cap: bool = True,
 ) -> PaddedDetections:
     """loc [B,P,4] offsets and scores [B,P,C] (class 0 = background; pass logits=True for raw conf)
     -> the top `max_det` detections per image after per-class NMS, padded.
@@ -49,8 +50,10 @@ def postprocess(
     Semantics of the reference SSD: for every foreground class keep scores > conf_thresh, NMS per
     class at iou_thresh (IoU > thresh suppresses), then the best max_det per image over all classes.
     Candidates are capped per image at the `pre_nms_topk` best (prior, class) scores, as TensorRT's
-    NMS layer and our end2end ONNX graph do (None: no cap).
+    NMS layer and our end2end ONNX graph do (cap=False: no cap, for reference checks).
     """
+    conf_thresh, iou_thresh, max_det = nms.conf_thresh, nms.iou_thresh, nms.max_det
+    pre_nms_topk = nms.pre_nms_topk if cap else None
     if loc.ndim != 3 or scores.ndim != 3 or loc.shape[:2] != scores.shape[:2]:
         raise ValueError(f"expected loc [B,P,4] and scores [B,P,C], got {tuple(loc.shape)}, {tuple(scores.shape)}")
     if logits:

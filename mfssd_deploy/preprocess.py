@@ -38,3 +38,12 @@ def preprocess_batch(
             np.multiply(r[..., src], scale[c], out=out[i, c], casting="unsafe")
             out[i, c] -= shift[c]
     return out
+
+
+def scale_to_image(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The inverse of the resize above for detections: [N, 4] xyxy boxes in [0, 1] (the model's
+    normalised output) -> float32 pixels of the original HxW image, clipped to it."""
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.array([width, height, width, height], np.float32)
+    np.clip(b[:, 0::2], 0, width, out=b[:, 0::2])
+    np.clip(b[:, 1::2], 0, height, out=b[:, 1::2])
+    return b

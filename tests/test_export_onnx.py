@@ -89,15 +89,7 @@ def test_end2end_equals_torch_postprocess(model: torch.nn.Module, raw: onnx.Mode
     assert outs[0].dtype == np.int32 and outs[3].dtype == np.int32 and outs[1].shape == (4, nms.max_det, 4)
     with torch.no_grad():
         loc, conf = model(x)
-    ref = postprocess(
-        loc,
-        conf.softmax(-1),
-        priors_tensor(cfg.priors),
-        conf_thresh=nms.conf_thresh,
-        iou_thresh=nms.iou_thresh,
-        max_det=nms.max_det,
-        pre_nms_topk=nms.pre_nms_topk,
-    )
+    ref = postprocess(loc, conf.softmax(-1), priors_tensor(cfg.priors), nms)
     result = match_detections(tuple(outs), tuple(t.numpy() for t in ref))
     assert result["ok"], result
 

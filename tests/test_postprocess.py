@@ -8,6 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mfssd_deploy.boxes import decode
+from mfssd_deploy.config import NMSConfig
 from mfssd_deploy.postprocess import postprocess
 
 
@@ -88,7 +89,7 @@ def test_equals_reference_loop(seed, batch, priors_n, classes, temp, conf, iou, 
     # Equal float32 scores make the order at a cut (top-k, max_det) arbitrary in any implementation.
     fg = scores[..., 1:].numpy()
     assume(all(np.unique(fg[b]).size == fg[b].size for b in range(batch)))
-    got = postprocess(loc, scores, priors, conf_thresh=conf, iou_thresh=iou, max_det=max_det, pre_nms_topk=topk)
+    got = postprocess(loc, scores, priors, NMSConfig(conf, iou, max_det, topk or 2000), cap=topk is not None)
     assert got.boxes.shape == (batch, max_det, 4) and got.num_dets.dtype == torch.int32
     assert_same(got, reference(loc, scores, priors, conf, iou, max_det, topk))
 
@@ -97,7 +98,7 @@ def test_empty_images_and_differing_counts() -> None:
     loc, scores, priors = random_inputs(3, 3, 50, 4, 3.0)
     scores[1] = 0
     scores[1, :, 0] = 1  # image 1: only background -> no detection
-    got = postprocess(loc, scores, priors, conf_thresh=0.05, max_det=200)
+    got = postprocess(loc, scores, priors, NMSConfig(conf_thresh=0.05, max_det=200))
     counts = got.num_dets[:, 0].tolist()
     assert counts[1] == 0 and counts[0] > 0 and counts[2] > 0
     assert_same(got, reference(loc, scores, priors, 0.05, 0.45, 200))
@@ -105,7 +106,7 @@ def test_empty_images_and_differing_counts() -> None:
 
 def test_no_detection_anywhere() -> None:
     loc, scores, priors = random_inputs(4, 2, 30, 3, 1.0)
-    got = postprocess(loc, scores, priors, conf_thresh=0.999)
+    got = postprocess(loc, scores, priors, NMSConfig(conf_thresh=0.999))
     assert got.num_dets.sum() == 0 and got.boxes.shape == (2, 200, 4)
     assert got.to_list()[0][0].shape == (0, 4)
 
@@ -119,7 +120,42 @@ def test_defaults_and_logits_path() -> None:
 
 def test_max_det_truncates_to_the_best() -> None:
     loc, scores, priors = random_inputs(6, 2, 200, 6, 4.0)
-    full = postprocess(loc, scores, priors, max_det=1000)
-    top = postprocess(loc, scores, priors, max_det=7)
+    full = postprocess(loc, scores, priors, NMSConfig(max_det=1000))
+    top = postprocess(loc, scores, priors, NMSConfig(max_det=7))
     assert top.num_dets[:, 0].tolist() == [min(7, int(n)) for n in full.num_dets[:, 0]]
     torch.testing.assert_close(top.scores, full.scores[:, :7])
+
+
+def test_nms_override_is_the_one_validation() -> None:
+    import pytest
+
+    from mfssd_deploy.errors import MfssdError
+
+    base = NMSConfig()
+    assert base.override(conf=0.3, max_det=5) == NMSConfig(0.3, 0.45, 5, 2000)
+    assert base.override() == base
+    for bad in ({"conf": 1.0}, {"conf": -0.1}, {"iou": 0.0}, {"max_det": 0}, {"max_det": 3000}):
+        with pytest.raises(MfssdError, match="invalid NMS settings"):
+            base.override(**bad)  # type: ignore[arg-type]
+
+
+def test_scale_to_image_inverts_the_normalisation() -> None:
+    from mfssd_deploy.preprocess import scale_to_image
+
+    h, w = 480, 640
+    px = np.array([[10, 20, 300, 400], [-5, -5, 700, 500]], np.float32)
+    got = scale_to_image(px / np.array([w, h, w, h], np.float32), h, w)
+    np.testing.assert_allclose(got[0], px[0], rtol=1e-6)
+    np.testing.assert_allclose(got[1], [0, 0, w, h])  # clipped to the image
+
+
+def test_unpack_end2end_raises_conf_and_lowers_max_det() -> None:
+    from mfssd_deploy.padded import unpack_end2end
+
+    num = np.array([[3], [1]], np.int32)
+    scores = np.array([[0.9, 0.5, 0.2, 0.0], [0.4, 0.0, 0.0, 0.0]], np.float32)
+    boxes, classes = np.zeros((2, 4, 4), np.float32), np.zeros((2, 4), np.int32)
+    n, *_ = unpack_end2end((num, boxes, scores, classes), NMSConfig(conf_thresh=0.3, max_det=1))
+    assert n[:, 0].tolist() == [1, 1]
+    n, *_ = unpack_end2end((num, boxes, scores, classes), NMSConfig(conf_thresh=0.45, max_det=4))
+    assert n[:, 0].tolist() == [2, 0]

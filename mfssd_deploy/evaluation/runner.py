@@ -115,12 +115,12 @@ def torch_predictor(
     import torch
 
     from mfssd_deploy.postprocess import postprocess
-    from mfssd_deploy.preprocess import preprocess_batch
+    from mfssd_deploy.preprocess import preprocess_batch, scale_to_image
     from mfssd_deploy.priors import priors_tensor
 
     cfg = model.config
     priors = priors_tensor(cfg.priors, device)
-    nms = cfg.nms
+    nms = cfg.nms.override(conf, iou, max_det)
 
     @torch.inference_mode()
     def predict(images: list[np.ndarray]) -> list[ImageDetections]:
@@ -131,25 +131,11 @@ def torch_predictor(
         model.eval()
         loc, logits = model(x)
         model.train(was_training)
-        dets = postprocess(
-            loc,
-            logits,
-            priors,
-            logits=True,
-            variances=cfg.priors.variances,
-            conf_thresh=nms.conf_thresh if conf is None else conf,
-            iou_thresh=nms.iou_thresh if iou is None else iou,
-            max_det=nms.max_det if max_det is None else max_det,
-            pre_nms_topk=nms.pre_nms_topk,
-        )
+        dets = postprocess(loc, logits, priors, nms, cfg.priors.variances, logits=True)
         out = []
         for img, (b, s, c) in zip(images, dets.to_list(), strict=True):
             h, w = img.shape[:2]
-            scale = torch.tensor([w, h, w, h], dtype=b.dtype, device=b.device)
-            boxes = (b * scale).clamp(min=0)
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(max=w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(max=h)
-            out.append((boxes.cpu().numpy(), s.cpu().numpy(), c.cpu().numpy().astype(np.int64)))
+            out.append((scale_to_image(b.cpu().numpy(), h, w), s.cpu().numpy(), c.cpu().numpy().astype(np.int64)))
         return out
 
     return predict

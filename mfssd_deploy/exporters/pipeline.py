@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from mfssd_deploy.artifacts import INPUT, PRECISION_SUFFIX, onnx_name
-from mfssd_deploy.config import ModelConfig, NMSConfig
+from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.limits import AGREEMENT_SCORE, MIN_AGREEMENT
 from mfssd_deploy.fileio import atomic_path, sha256_file
@@ -83,15 +83,7 @@ def _session(model: onnx.ModelProto) -> Any:
 
 
 def _nms_config(cfg: ModelConfig, req: ExportRequest) -> ModelConfig:
-    n = cfg.nms
-    nms = NMSConfig(
-        conf_thresh=n.conf_thresh if req.conf is None else req.conf,
-        iou_thresh=n.iou_thresh if req.iou is None else req.iou,
-        max_det=n.max_det if req.max_det is None else req.max_det,
-        pre_nms_topk=n.pre_nms_topk if req.pre_nms_topk is None else req.pre_nms_topk,
-    )
-    if not (0 <= nms.conf_thresh < 1 and 0 < nms.iou_thresh <= 1 and 0 < nms.max_det <= nms.pre_nms_topk):
-        raise MfssdError(f"invalid NMS settings {nms}: need 0 <= conf < 1, 0 < iou <= 1, 0 < max_det <= pre_nms_topk")
+    nms = cfg.nms.override(req.conf, req.iou, req.max_det, req.pre_nms_topk)
     if nms.pre_nms_topk >= 3840:
         raise MfssdError(f"--pre-nms-topk {nms.pre_nms_topk}: TensorRT's TopK needs K < 3840")
     return replace(cfg, nms=nms)
@@ -130,17 +122,7 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
     with torch.inference_mode():
         loc_t, conf_t = model(torch.from_numpy(x))
         scores_t = conf_t.softmax(-1)
-        n = cfg.nms
-        ref = postprocess(
-            loc_t,
-            scores_t,
-            priors_tensor(cfg.priors),
-            conf_thresh=n.conf_thresh,
-            iou_thresh=n.iou_thresh,
-            max_det=n.max_det,
-            pre_nms_topk=n.pre_nms_topk,
-            variances=cfg.priors.variances,
-        )
+        ref = postprocess(loc_t, scores_t, priors_tensor(cfg.priors), cfg.nms, cfg.priors.variances)
     ref_np = tuple(t.numpy() for t in ref)
 
     variants: list[tuple[str, onnx.ModelProto]] = []
@@ -245,10 +227,8 @@ def _detections(layout: str, outputs: list[np.ndarray], cfg: ModelConfig) -> tup
     from mfssd_deploy.postprocess import postprocess
     from mfssd_deploy.priors import priors_tensor
 
-    n = cfg.nms
-    det = postprocess(torch.from_numpy(outputs[0]).float(), torch.from_numpy(outputs[1]).float(),
-                      priors_tensor(cfg.priors), conf_thresh=n.conf_thresh, iou_thresh=n.iou_thresh,
-                      max_det=n.max_det, pre_nms_topk=n.pre_nms_topk, variances=cfg.priors.variances)  # fmt: skip
+    loc, scores = (torch.from_numpy(np.asarray(o)).float() for o in outputs[:2])
+    det = postprocess(loc, scores, priors_tensor(cfg.priors), cfg.nms, cfg.priors.variances)
     return tuple(t.numpy() for t in det)
 
 
