@@ -42,8 +42,8 @@ def print_table(rows: list[dict[str, object]]) -> None:
 def time_forward(repeats: int = 3) -> list[float]:
     import torch
 
-    from mfssd_deploy.bench.stats import time_calls
     from mfssd_deploy.models import build_model
+    from mfssd_deploy.timing import time_calls
 
     model = build_model("mfssd_bn").eval()
     x = torch.randn(1, 3, 300, 300)

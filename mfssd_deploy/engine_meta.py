@@ -10,12 +10,29 @@ import json
 import logging
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from mfssd_deploy.artifacts import ENGINE_PRECISIONS, parse_meta
-from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.errors import MfssdError, MissingExtraError
 
 log = logging.getLogger("mfssd_deploy")
+TRT_INSTALL = 'pip install "mfssd-deploy[trt]" (on Jetson, TensorRT comes with JetPack)'
+
+
+def import_tensorrt() -> ModuleType:
+    """The real tensorrt module, or a one-line error naming the install command.
+
+    tensorrt-stubs installs a `tensorrt` folder of .pyi files only, which imports as an empty
+    namespace package: check for the API, not just the import.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise MissingExtraError(f"TensorRT is not installed: {TRT_INSTALL}") from exc
+    if not hasattr(trt, "Builder") or not hasattr(trt, "__version__"):
+        raise MissingExtraError(f"TensorRT is not installed (only its type stubs are): {TRT_INSTALL}")
+    return trt
 
 
 def read_engine_meta(engine: str | os.PathLike[str]) -> dict[str, Any]:

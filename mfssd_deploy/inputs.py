@@ -28,6 +28,20 @@ def image_files(folder: str | os.PathLike[str]) -> list[Path]:
 READ_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
 
+def list_images(folder: str | os.PathLike[str], limit: int | None = None) -> list[Path]:
+    """Image files of a folder (recursively), evenly spread over the sorted list when limited."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise MfssdError(f"image folder not found: {root}")
+    files = image_files(root)
+    if not files:
+        raise MfssdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+    if limit is not None and limit < len(files):
+        idx = np.linspace(0, len(files) - 1, limit).round().astype(int)
+        files = [files[i] for i in idx]
+    return files
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """THE image reader of the package: a file -> BGR uint8 HxWx3, upright per its EXIF orientation.
 

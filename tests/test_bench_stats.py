@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mfssd_deploy.bench.stats import environment, latency_stats, peak_fp32_gflops, time_calls
+from mfssd_deploy.bench.stats import environment, latency_stats, peak_fp32_gflops
+from mfssd_deploy.timing import time_calls
 
 
 def test_latency_stats_against_numpy() -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from mfssd_deploy.checkpoint import save_checkpoint
-from mfssd_deploy.engine_meta import check_engine_compat, read_engine_meta
+from mfssd_deploy.engine_meta import check_engine_compat, import_tensorrt, read_engine_meta
 from mfssd_deploy.errors import MfssdError, MissingExtraError
-from mfssd_deploy.exporters.tensorrt_build import BuildRequest, build_engine, import_tensorrt, plan_build
+from mfssd_deploy.exporters.tensorrt_build import BuildRequest, build_engine, plan_build
 from mfssd_deploy.models import build_model
 
 from fake_tensorrt import make_fake_tensorrt

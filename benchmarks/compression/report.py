@@ -26,7 +26,7 @@ def stage_row(label: str, ckpt: Path, data: Path, calib: Path, tmp: Path, val_im
     from mfssd_deploy.detector import Detector
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
-    from mfssd_deploy.exporters.quantize import list_images
+    from mfssd_deploy.inputs import list_images
 
     model = load_model(ckpt)
     c = measure(model)

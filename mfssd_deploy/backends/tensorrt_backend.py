@@ -19,7 +19,7 @@ import numpy as np
 
 from mfssd_deploy.artifacts import INPUT, OUTPUTS
 from mfssd_deploy.config import ModelConfig
-from mfssd_deploy.engine_meta import check_engine_compat, read_engine_meta
+from mfssd_deploy.engine_meta import check_engine_compat, import_tensorrt, read_engine_meta
 from mfssd_deploy.errors import MfssdError, require_torch
 
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "INT8": "int8",
@@ -43,8 +43,6 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, path: str | os.PathLike[str], device: str = "cuda", cuda_graphs: bool = False) -> None:
-        from mfssd_deploy.exporters.tensorrt_build import import_tensorrt
-
         if not device.startswith("cuda"):
             raise MfssdError(f"{Path(path).name}: TensorRT engines run on the GPU: use device='cuda' (got {device!r})")
         torch = require_torch("the TensorRT backend (its buffers are torch CUDA tensors)")

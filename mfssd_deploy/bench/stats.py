@@ -7,11 +7,12 @@ import os
 import platform
 import re
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from mfssd_deploy.timing import time_calls
 
 
 def latency_stats(seconds: Sequence[float], batch: int) -> dict[str, Any]:
@@ -26,26 +27,6 @@ def latency_stats(seconds: Sequence[float], batch: int) -> dict[str, Any]:
         "images_per_s": batch * 1000 / p50,
         "iters": len(ms),
     }  # fmt: skip
-
-
-def time_calls(fn: Callable[[], Any], *, warmup: int = 2, iters: int | None = 10, seconds: float | None = None
-               ) -> list[float]:  # fmt: skip
-    """Wall time of each call after `warmup` calls; stop after `iters` calls or `seconds` of timing."""
-    for _ in range(warmup):
-        fn()
-    out: list[float] = []
-    start = time.perf_counter()
-    while True:
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-        if iters is not None and len(out) >= iters:
-            break
-        if seconds is not None and time.perf_counter() - start >= seconds:
-            break
-        if iters is None and seconds is None:
-            break
-    return out
 
 
 def cpu_name() -> str:

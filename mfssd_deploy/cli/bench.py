@@ -126,8 +126,9 @@ def _devices(choice: str) -> list[str]:
 def _engine_target(devices: list[str], args: argparse.Namespace) -> EngineTarget | None:
     """What to build the groups' TensorRT engines for, or None (no GPU, no TensorRT, or not asked)."""
     from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget
+    from mfssd_deploy.engine_meta import import_tensorrt
     from mfssd_deploy.errors import MissingExtraError
-    from mfssd_deploy.exporters.tensorrt_build import gpu_info, import_tensorrt
+    from mfssd_deploy.exporters.tensorrt_build import gpu_info
 
     formats = tuple(f for f in args.formats if f in ENGINE_FORMATS)
     if "cuda" not in devices or not formats or not args.engines:

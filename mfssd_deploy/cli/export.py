@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from mfssd_deploy.bundled import demo_model, sample_images
     from mfssd_deploy.exporters.pipeline import ExportRequest, format_report, run_export
-    from mfssd_deploy.exporters.quantize import list_images
     from mfssd_deploy.fileio import write_json
+    from mfssd_deploy.inputs import list_images
 
     model = Path(args.model) if args.model else demo_model()
     parity = list_images(args.parity_images) if args.parity_images else sample_images()
@@ -235,7 +235,8 @@ def format_check(check: dict[str, dict[str, str]]) -> str:
 
 def build_engines(report: dict[str, Any], args: argparse.Namespace, batch: tuple[int, int, int]) -> list[dict]:
     """One engine per exported layout at --precision; the ONNX files are already written."""
-    from mfssd_deploy.exporters.tensorrt_build import BuildRequest, build_engine, import_tensorrt
+    from mfssd_deploy.engine_meta import import_tensorrt
+    from mfssd_deploy.exporters.tensorrt_build import BuildRequest, build_engine
 
     import_tensorrt()  # after the ONNX export: a missing TensorRT still leaves the ONNX files
     from mfssd_deploy.artifacts import ENGINE_SOURCE, engine_name

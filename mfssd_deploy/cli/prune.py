@@ -24,7 +24,7 @@ from mfssd_deploy.errors import MfssdError
 def cpu_ms(model: Any, size: int, repeats: int = 5) -> float:
     import torch
 
-    from mfssd_deploy.bench.stats import time_calls
+    from mfssd_deploy.timing import time_calls
 
     x = torch.randn(1, 3, size, size)
     with torch.inference_mode():  # two warm-up calls: allocation and kernel choice

@@ -131,7 +131,8 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
         variants.append(("fp32", raw))
     calib_cache = None
     if req.int8:
-        from mfssd_deploy.exporters.quantize import list_images, quantize_int8
+        from mfssd_deploy.exporters.quantize import quantize_int8
+        from mfssd_deploy.inputs import list_images
 
         if req.calib is None:
             raise MfssdError("--int8 needs calibration images: --calib DIR")
@@ -234,7 +235,7 @@ def _detections(layout: str, outputs: list[np.ndarray], cfg: ModelConfig) -> tup
 
 def _time_ms(session: Any, x: np.ndarray, runs: int) -> float | None:
     """Median ms of one batch-1 inference on ONNX Runtime CPU after two warm-up runs (a snapshot, not a benchmark)."""
-    from mfssd_deploy.bench.stats import time_calls
+    from mfssd_deploy.timing import time_calls
 
     if runs <= 0:
         return None

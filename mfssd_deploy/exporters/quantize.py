@@ -22,7 +22,7 @@ import onnx
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.fileio import sha256_file, write_json
-from mfssd_deploy.inputs import IMAGE_SUFFIXES, image_files, read_image
+from mfssd_deploy.inputs import read_image
 from mfssd_deploy.preprocess import preprocess_batch
 
 log = logging.getLogger("mfssd_deploy.export")
@@ -40,20 +40,6 @@ QUANT_OPS_U8 = (*QUANT_OPS, "Relu")
 # A calibration cache is valid only for what produced it: everything that changes the ranges is in
 # its key (graph, images, pre-processing, method, recipe, quantizer version). Bump on a recipe change.
 CACHE_FORMAT = "mfssd-calibration-cache/1"
-
-
-def list_images(folder: str | os.PathLike[str], limit: int | None = None) -> list[Path]:
-    """Image files of a folder (recursively), evenly spread over the sorted list when limited."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise MfssdError(f"image folder not found: {root}")
-    files = image_files(root)
-    if not files:
-        raise MfssdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
-    if limit is not None and limit < len(files):
-        idx = np.linspace(0, len(files) - 1, limit).round().astype(int)
-        files = [files[i] for i in idx]
-    return files
 
 
 class _Reader:

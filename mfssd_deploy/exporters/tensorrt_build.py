@@ -18,32 +18,16 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from mfssd_deploy.artifacts import ENGINE_PRECISIONS, INPUT
+from mfssd_deploy.engine_meta import TRT_INSTALL, import_tensorrt
 from mfssd_deploy.errors import MfssdError, MissingExtraError
 from mfssd_deploy.fileio import atomic_path, write_json
 
 log = logging.getLogger("mfssd_deploy.export")
 PRECISIONS = ENGINE_PRECISIONS
 PASCAL = {(6, 0), (6, 1)}  # desktop Pascal: FP16 at 1/64 rate (sm_62, Jetson TX2, has fast FP16)
-TRT_INSTALL = 'pip install "mfssd-deploy[trt]" (on Jetson, TensorRT comes with JetPack)'
-
-
-def import_tensorrt() -> ModuleType:
-    """The real tensorrt module, or a one-line error naming the install command.
-
-    tensorrt-stubs installs a `tensorrt` folder of .pyi files only, which imports as an empty
-    namespace package: check for the API, not just the import.
-    """
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise MissingExtraError(f"TensorRT is not installed: {TRT_INSTALL}") from exc
-    if not hasattr(trt, "Builder") or not hasattr(trt, "__version__"):
-        raise MissingExtraError(f"TensorRT is not installed (only its type stubs are): {TRT_INSTALL}")
-    return trt
 
 
 def parse_version(version: str) -> tuple[int, int]:
