@@ -31,8 +31,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The OpenVINO tests run in their own process: after OpenVINO has run, torch training in the same
+# process crashed (segmentation fault, OpenVINO 2026.4 beside torch 2.14; see backends/openvino_backend.py).
 test: lint typecheck
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --ignore=tests/test_openvino_backend.py
+	$(VENV)/bin/pytest tests/test_openvino_backend.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

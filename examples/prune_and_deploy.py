@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print("   " + ", ".join(f"{Path(a['path']).name} {a['size_mb']:.2f} MB" for a in rep["artifacts"]))
 
     print("== 5. mfssd-bench --fps: unpruned vs pruned, FP32 vs INT8 (batch 1 and 8)")
-    return bench(["--fps", "--models", ",".join(files), "--batch", "1,8", "--seconds", "0.5", "--no-peers",
+    return bench(["--fps", "--models", ",".join(files), "--batch-sizes", "1,8", "--seconds", "0.5", "--no-peers",
                   "--no-memory", "-q"])  # fmt: skip
 
 

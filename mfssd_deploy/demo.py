@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 from pathlib import Path
 
 from mfssd_deploy.cli import run_cli
+from mfssd_deploy.cli.options import add_model_option, checkpoint_path
 
 
 def model_table(num_classes: int = 21) -> list[dict[str, object]]:
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="mfssd-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--repeats", type=int, default=3, help="timed MFSSD-BN forward passes (default 3)")
-    ap.add_argument("--model", help="checkpoint (default: the bundled demo model)")
+    add_model_option(ap)
     ap.add_argument("--workdir", default="demo_out", help="generated data and outputs (default demo_out/)")
     ap.add_argument("--export-dir", default="export", help="where the ONNX files go (default export/)")
     ap.add_argument("--val-images", type=int, default=200, help="synthetic validation images (default 200)")
@@ -90,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         return 0
 
-    from mfssd_deploy.bundled import demo_model, sample_images
+    from mfssd_deploy.bundled import sample_images
     from mfssd_deploy.checkpoint import load_model
     from mfssd_deploy.data.sources import open_source
     from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
     from mfssd_deploy.exporters.pipeline import ExportRequest, format_report, run_export
 
-    model_path = Path(args.model) if args.model else demo_model()
+    model_path = checkpoint_path(args)
     workdir = Path(args.workdir)
     data = demo_data(workdir, args.val_images, calib=100)
     source = open_source(data, "val")
@@ -146,14 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         f"infer {t['infer']:.1f} ms, post {t['post']:.1f} ms"
     )
 
-    from mfssd_deploy.cli.bench import main as bench
+    from mfssd_deploy.bench.run import BenchRequest, format_text, run_bench
 
     print(
         "\n== 5. mfssd-bench --fps on these artifacts (short: 1 s per configuration and batch; the full-size model, "
         "the peers and the targets: mfssd-bench --fps --val)"
     )
     paths = [str(model_path)] + [a["path"] for a in report["artifacts"] if a["layout"] == "end2end"]
-    return bench(["--fps", "--models", ",".join(paths), "--batch", "1,8", "--seconds", "1", "--no-peers", "-q"])
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)  # mfssd-bench -q
+    result = run_bench(BenchRequest(fps=True, models=tuple(paths), batch_sizes=(1, 8), seconds=1, peers=False))
+    print(format_text(result))
+    return 0
 
 
 def entry() -> None:

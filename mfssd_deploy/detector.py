@@ -4,6 +4,10 @@ pre-process (OpenCV, once per batch into one contiguous array) -> backend.infer 
 [raw: decode against the priors + batched NMS on the backend's device] | [end2end: unpack] ->
 rescale to original pixels -> Result per image. Importing this module never imports torch: the
 end2end ONNX path runs on numpy, OpenCV and ONNX Runtime alone.
+
+Tiled inference (tile=..., mfssd_deploy/tiling.py): every image of a call is cut into overlapping tiles
+(+ the whole frame resized), all crops of all images go through the backend in batches of batch_size,
+boxes are mapped to image pixels and merged per image and class.
 """
 
 from __future__ import annotations
@@ -24,16 +28,32 @@ from mfssd_deploy.padded import unpack_end2end
 from mfssd_deploy.preprocess import preprocess_batch, scale_to_image
 from mfssd_deploy.results import Result
 from mfssd_deploy.streaming import Frame
+from mfssd_deploy.tiling import Tiling, resolve_tiling
+
+TileArg = int | tuple[int, int] | Tiling | bool | None
 
 
 class Detector:
-    """Detector(model, device="cpu"|"cuda", backend=None, conf=None, iou=None, max_det=None).
+    """Detector(model, device="cpu"|"cuda", backend=None, conf=None, iou=None, max_det=None, batch_size=8,
+    tile=None, overlap=None).
 
     `model` is a .pt, .onnx or .engine path (default: the bundled demo model: the checkpoint where torch is
     installed, its FP32 end2end ONNX export in the lean install, see bundled.default_model); the layout and the
     pre/post-processing settings come from the artifact's own metadata. conf/iou/max_det default to
     the model's. For an end2end artifact the NMS is inside the graph: conf may only be raised and
     max_det lowered (exact: NMS never lets a lower score suppress a higher one), iou is fixed at export.
+
+    Tiled (sliced) inference, for small objects in frames much larger than the model's input:
+    `tile=300` (pixels of the original image; (W, H) for other shapes; True: the model's input size) with
+    `overlap=0.2` (a fraction of a tile, in [0, 1)) cuts every image into overlapping tiles at native
+    resolution (SAHI's grid), plus the whole frame resized (SAHI's "standard prediction"). All crops of
+    all images of a call go through the backend in batches of `batch_size`; boxes come back in image
+    pixels, merged per image and class: NMS at IoS >= 0.5, boxes cut by an inner tile edge dropped.
+    `tile=Tiling(...)` (mfssd_deploy.tiling) sets the rest: full_frame, merge ("nms" | "greedy_nmm", SAHI's
+    default), metric ("ios" | "iou"), threshold, edge ("drop" | "merge"). conf and max_det apply to each
+    crop; the merged image is not capped again. Every call (`det(images, tile=...)`, `detect_arrays`,
+    `stream`) takes `tile`/`overlap` too: None keeps the Detector's setting (the `tiling` attribute),
+    tile=False turns tiling off for that call. Without `tile` nothing changes: each image is resized whole.
     """
 
     def __init__(
@@ -45,6 +65,8 @@ class Detector:
         iou: float | None = None,
         max_det: int | None = None,
         batch_size: int = 8,
+        tile: TileArg = None,
+        overlap: float | None = None,
         **backend_options: Any,
     ) -> None:
         if model is None:
@@ -60,16 +82,19 @@ class Detector:
             raise MfssdError(f"batch_size must be >= 1, got {batch_size}")
         made = make_backend(path, backend, device, batch_size, backend_options)
         self._setup(path, device, batch_size, made, conf, iou, max_det)
+        self.tiling: Tiling | None = resolve_tiling(tile, overlap, self.config.input_size)
 
     @classmethod
     def from_backend(cls, backend: Any, name: str, *, conf: float | None = None, iou: float | None = None,
-                     max_det: int | None = None, batch_size: int = 8) -> Detector:  # fmt: skip
+                     max_det: int | None = None, batch_size: int = 8, tile: TileArg = None,
+                     overlap: float | None = None) -> Detector:  # fmt: skip
         """A Detector over a backend object (e.g. backends.triton_backend.TritonBackend: a model served
         by Triton), with the same pre/post-processing and Results as for a local file."""
         if batch_size < 1:
             raise MfssdError(f"batch_size must be >= 1, got {batch_size}")
         det = cls.__new__(cls)
         det._setup(Path(name), getattr(backend, "device", "remote"), batch_size, backend, conf, iou, max_det)
+        det.tiling = resolve_tiling(tile, overlap, det.config.input_size)
         return det
 
     def _setup(self, path: Path, device: str, batch_size: int, backend: Any, conf: float | None, iou: float | None,
@@ -101,15 +126,29 @@ class Detector:
             f"device={self.device!r})"
         )
 
-    def __call__(self, images: ImageLike | Sequence[ImageLike]) -> list[Result]:
-        """One Result per image, in order; a path, a BGR uint8 array, or a list of them."""
+    def __call__(self, images: ImageLike | Sequence[ImageLike], *, tile: TileArg = None,
+                 overlap: float | None = None) -> list[Result]:  # fmt: skip
+        """One Result per image, in order; a path, a BGR uint8 array, or a list of them. tile/overlap:
+        this call's tiling (None: the Detector's; tile=False: none), see the class docstring."""
+        tiling = self.tiling_for(tile, overlap)  # bad settings fail before any image is read
         arrays, names = load_images(images)
-        return self.detect_arrays(arrays, names)
+        return self.detect_arrays(arrays, names, tile=tiling or False)
 
-    def detect_arrays(self, arrays: list[np.ndarray], names: Sequence[str | None] | None = None) -> list[Result]:
+    def tiling_for(self, tile: TileArg = None, overlap: float | None = None) -> Tiling | None:
+        """The tiling a call with these arguments uses (None: whole images)."""
+        return resolve_tiling(tile, overlap, self.config.input_size, getattr(self, "tiling", None))
+
+    def detect_arrays(self, arrays: list[np.ndarray], names: Sequence[str | None] | None = None, *,
+                      tile: TileArg = None, overlap: float | None = None) -> list[Result]:  # fmt: skip
+        """One Result per BGR uint8 array, in order (tiled when this call's tiling, see tiling_for, says so)."""
         names = list(names) if names is not None else [None] * len(arrays)
         results: list[Result] = []
         timing = {"pre": 0.0, "infer": 0.0, "post": 0.0}
+        tiling = self.tiling_for(tile, overlap)
+        if tiling is not None:
+            results = self._detect_tiled(arrays, names, tiling, timing)
+            self.last_timing = timing
+            return results
         for start in range(0, len(arrays), self.batch_size):
             chunk = arrays[start : start + self.batch_size]
             t0 = time.perf_counter()
@@ -130,23 +169,30 @@ class Detector:
         timing["post"] = timing.get("post", 0.0) + (time.perf_counter() - t2) * 1000
         return results
 
-    def stream(self, source: str | int | os.PathLike[str], batch: int | None = None,
-               queue_size: int = 2) -> Iterator[Frame]:  # fmt: skip
+    def stream(self, source: str | int | os.PathLike[str], batch: int | None = None, queue_size: int = 2, *,
+               tile: TileArg = None, overlap: float | None = None) -> Iterator[Frame]:  # fmt: skip
         """Frames of a video file, camera index, folder or glob, each with its Result, in order.
 
         A background thread decodes and pre-processes the next batch (bounded queue) while the
         current one runs. Unreadable files come through with `result=None` and `error` set.
+        Tiled (tile=..., or the Detector's tiling): the thread decodes `batch` frames, whose tiles then
+        go through the backend together in batches of batch_size.
         """
         from mfssd_deploy.streaming import open_source, prefetch
 
+        tiling = self.tiling_for(tile, overlap)
         src = open_source(source)
         size = batch or self.batch_size
-        for frames, x in prefetch(src.frames(), size, self.preprocess, queue_size):
+        prepare = self.preprocess if tiling is None else _decode_only
+        for frames, x in prefetch(src.frames(), size, prepare, queue_size):
             if x is None:
                 yield from frames
                 continue
-            results = self._run(x, [f.image for f in frames if f.image is not None],
-                                [f.source for f in frames], {})  # fmt: skip
+            images = [f.image for f in frames if f.image is not None]
+            if tiling is not None:
+                results = self._detect_tiled(images, [f.source for f in frames], tiling, {})
+            else:
+                results = self._run(x, images, [f.source for f in frames], {})
             for f, r in zip(frames, results, strict=True):
                 f.result = r
                 yield f
@@ -164,6 +210,10 @@ class Detector:
     def _postprocess(self, outputs: Any) -> tuple[np.ndarray, ...]:
         if self.layout == "end2end":
             return unpack_end2end(outputs, self.nms)
+        return tuple(t.cpu().numpy() for t in self._decode_raw(outputs))
+
+    def _decode_raw(self, outputs: Any) -> Any:
+        """Raw outputs -> PaddedDetections (torch), decoded and NMSed on the device holding the outputs."""
         from mfssd_deploy.errors import require_torch
 
         torch = require_torch(f"decoding the raw outputs of {self.path.name} (or export an end2end model)")
@@ -176,8 +226,7 @@ class Detector:
         if self._priors is None or self._priors.device != loc.device:
             self._priors = priors_tensor(self.config.priors, loc.device)
         with torch.inference_mode():
-            dets = postprocess(loc, conf, self._priors, self.nms, self.config.priors.variances)
-        return tuple(t.cpu().numpy() for t in dets)
+            return postprocess(loc, conf, self._priors, self.nms, self.config.priors.variances)
 
     def _to_results(self, arrays: Sequence[np.ndarray], names: Sequence[str | None], num: np.ndarray,
                     boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> list[Result]:  # fmt: skip
@@ -189,6 +238,85 @@ class Detector:
             out.append(Result(b, scores[i, idx].astype(np.float32), classes[i, idx].astype(np.int64),
                               self.config.class_names, (h, w), names[i]))  # fmt: skip
         return out
+
+    # ---- tiled inference: crops -> batches -> detections in image pixels -> merged per image and class
+
+    def _detect_tiled(self, arrays: Sequence[np.ndarray], names: Sequence[str | None], tiling: Tiling,
+                      timing: dict[str, float]) -> list[Result]:  # fmt: skip
+        from mfssd_deploy.tiling import EDGE_MARGIN, crop_views, plan_crops
+
+        crops = plan_crops([a.shape[:2] for a in arrays], tiling)
+        margin = EDGE_MARGIN if tiling.edge == "drop" else None
+        parts: list[tuple[Any, ...]] = []
+        for start in range(0, len(crops), self.batch_size):
+            rows = crops[start : start + self.batch_size]
+            t0 = time.perf_counter()
+            x = self.preprocess(crop_views(arrays, rows))
+            t1 = time.perf_counter()
+            outputs = self._infer(x)
+            t2 = time.perf_counter()
+            parts.append(self._tile_detections(outputs, rows, margin))
+            timing["pre"] = timing.get("pre", 0.0) + (t1 - t0) * 1000
+            timing["infer"] = timing.get("infer", 0.0) + (t2 - t1) * 1000
+            timing["post"] = timing.get("post", 0.0) + (time.perf_counter() - t2) * 1000
+        t3 = time.perf_counter()
+        results = self._merge_tiles(parts, arrays, names, tiling)
+        timing["post"] = timing.get("post", 0.0) + (time.perf_counter() - t3) * 1000
+        return results
+
+    def _tile_detections(self, outputs: Any, rows: np.ndarray, margin: float | None) -> tuple[Any, ...]:
+        """One batch of crops -> (image index, boxes in image pixels, scores, labels) of its valid detections:
+        numpy for end2end outputs; torch on the outputs' device for raw ones (decode + NMS there)."""
+        from mfssd_deploy.tiling import map_to_image
+
+        if self.layout == "end2end":
+            num, boxes, scores, classes = unpack_end2end(outputs, self.nms)
+            px, touch = map_to_image(np.asarray(boxes, np.float32), rows.astype(np.float32), margin)
+            valid = (np.arange(px.shape[1])[None, :] < num.reshape(-1, 1)) & ~touch
+            image = np.broadcast_to(rows[:, :1], valid.shape)
+            return image[valid], px[valid], np.asarray(scores)[valid], np.asarray(classes)[valid].astype(np.int64)
+        import torch
+
+        dets = self._decode_raw(outputs)
+        dev = dets.boxes.device
+        tpx, ttouch = map_to_image(dets.boxes, torch.as_tensor(rows, dtype=torch.float32, device=dev), margin)
+        tvalid = (torch.arange(tpx.shape[1], device=dev)[None, :] < dets.num_dets) & ~ttouch
+        timage = torch.as_tensor(rows[:, :1], device=dev).expand(tvalid.shape)
+        return timage[tvalid], tpx[tvalid], dets.scores[tvalid], dets.classes[tvalid].to(torch.int64)
+
+    def _merge_tiles(self, parts: list[tuple[Any, ...]], arrays: Sequence[np.ndarray], names: Sequence[str | None],
+                     tiling: Tiling) -> list[Result]:  # fmt: skip
+        """Merge every image's detections at once: the image is folded into the label (image * classes +
+        class), so the per-class merge never mixes two images."""
+        nc = max(1, len(self.class_names))
+        if parts and self.layout != "end2end":
+            import torch
+
+            from mfssd_deploy.tiling import merge_torch
+
+            image, boxes, scores, labels = (torch.cat([p[k] for p in parts]) for k in range(4))
+            with torch.inference_mode():
+                b, s, lab = merge_torch(boxes, scores, image * nc + labels, tiling.merge, tiling.metric,
+                                        tiling.threshold)  # fmt: skip
+            mb, ms, ml = b.cpu().numpy(), s.cpu().numpy(), lab.cpu().numpy()
+        else:
+            from mfssd_deploy.tiling import merge
+
+            cat = [np.concatenate([p[k] for p in parts]) if parts else np.zeros((0, 4) if k == 1 else 0)
+                   for k in range(4)]  # fmt: skip
+            mb, ms, ml = merge(cat[1], cat[2], cat[0].astype(np.int64) * nc + cat[3], tiling.merge, tiling.metric,
+                               tiling.threshold)  # fmt: skip
+        out = []
+        for i, img in enumerate(arrays):
+            keep = (ml // nc) == i  # merged rows are sorted by score; a subset keeps that order
+            out.append(Result(mb[keep], ms[keep], (ml[keep] % nc).astype(np.int64), self.config.class_names,
+                              (int(img.shape[0]), int(img.shape[1])), names[i]))  # fmt: skip
+        return out
+
+
+def _decode_only(images: list[np.ndarray]) -> np.ndarray:
+    """stream's background step when tiling: decoding only (the tiles are cut and pre-processed per batch)."""
+    return np.empty(0, np.float32)
 
 
 def _nms_settings(

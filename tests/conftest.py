@@ -10,6 +10,10 @@ import torch
 
 # Two cores: keep torch from oversubscribing when pytest runs beside other work.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# INT8 .onnx files would run in OpenVINO where it is installed (backends.default_backend); after OpenVINO
+# has run, torch training in the same process crashed here, so this process keeps ONNX Runtime and the
+# OpenVINO tests (the rule included) run in their own process (Makefile).
+os.environ.setdefault("MFSSD_ONNX_CPU_BACKEND", "onnxruntime")
 
 
 @pytest.fixture(autouse=True)

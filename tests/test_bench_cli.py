@@ -20,8 +20,9 @@ def bench(argv: list[str]) -> int:
 
 def test_fps_on_given_artifacts_writes_every_output(artifacts: dict, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def,type-arg]
     out = {k: tmp_path / f"b.{k}" for k in ("json", "csv", "md", "png")}
-    code = bench(["--fps", "--models", f"{artifacts['e2e']},{artifacts['int8']},{artifacts['pt']}", "--batch", "1,2",
-                  "--iters", "2", "--warmup", "1", "--no-peers", "--cache", str(tmp_path / "cache"), "-q",
+    code = bench(["--fps", "--models", f"{artifacts['e2e']},{artifacts['int8']},{artifacts['pt']}",
+                  "--batch-sizes", "1,2", "--iters", "2", "--warmup", "1", "--no-peers",
+                  "--cache", str(tmp_path / "cache"), "-q",
                   "--json", str(out["json"]), "--csv", str(out["csv"]), "--markdown", str(out["md"]),
                   "--plot", str(out["png"])])  # fmt: skip
     assert code == 0
@@ -47,7 +48,8 @@ def test_fps_on_given_artifacts_writes_every_output(artifacts: dict, tmp_path: P
 
 def test_soak_reports_memory(artifacts: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
     j = tmp_path / "soak.json"
-    assert bench(["--soak", "30", "--models", str(artifacts["int8"]), "--batch", "1,2", "-q", "--json", str(j)]) == 0
+    argv = ["--soak", "30", "--models", str(artifacts["int8"]), "--batch-sizes", "1,2", "-q", "--json", str(j)]
+    assert bench(argv) == 0
     soaks = json.loads(j.read_text())["soak"]
     assert [s["batch"] for s in soaks] == [1, 2]  # every batch size
     for s in soaks:
@@ -80,7 +82,7 @@ def test_demo_group_with_accuracy(tmp_path: Path) -> None:
     """The default path: the bundled model exported into the cache, accuracy on fresh synthetic images."""
     j = tmp_path / "b.json"
     cache = str(tmp_path / "cache")
-    code = bench(["--fps", "--models", "demo", "--formats", "fp32-e2e,int8-e2e", "--batch", "2", "--iters", "2",
+    code = bench(["--fps", "--models", "demo", "--formats", "fp32-e2e,int8-e2e", "--batch-sizes", "2", "--iters", "2",
                   "--val", "--val-images", "24", "--cache", cache, "-q", "--json", str(j)])  # fmt: skip
     assert code == 0
     res = json.loads(j.read_text())

@@ -97,28 +97,29 @@ def test_a_failed_build_leaves_its_rows_out_and_writes_nothing(fake, artifacts, 
 
 
 def test_engine_formats_run_on_the_gpu_and_u8_on_the_cpu_only() -> None:
+    from mfssd_deploy.bench.run import artifact_specs
     from mfssd_deploy.bench.suite import ALL_FORMATS, RANDOM, Model
-    from mfssd_deploy.cli.bench import _specs
 
     files = {"fp32-e2e": Path("a.onnx"), "int8u8-e2e": Path("b.onnx"), "trt-int8-e2e": Path("c.engine")}
-    specs = _specs([Model("full", files, RANDOM)], list(ALL_FORMATS), ["cpu", "cuda"], 8, 0, False)
+    specs = artifact_specs([Model("full", files, RANDOM)], list(ALL_FORMATS), ["cpu", "cuda"], 8, 0, False)
     assert {(s["format"], s["device"]) for s in specs} == {
         ("fp32-e2e", "cpu"), ("fp32-e2e", "cuda"), ("int8u8-e2e", "cpu"), ("trt-int8-e2e", "cuda")}  # fmt: skip
 
 
 def test_engines_are_built_only_on_a_gpu_with_tensorrt(fake, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from mfssd_deploy.cli.bench import _engine_target, build_parser
+    from mfssd_deploy.bench.run import engine_target as _engine_target
+    from mfssd_deploy.cli.bench import bench_request, build_parser
     from mfssd_deploy.exporters import tensorrt_build
 
     def args(*extra: str) -> Any:
-        return build_parser().parse_args(["--fps", *extra])
+        return bench_request(build_parser().parse_args(["--fps", *extra]))
 
     assert _engine_target(["cpu"], args()) is None
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # type stubs only
     assert _engine_target(["cpu", "cuda"], args()) is None
     fake("10.3.0")
     monkeypatch.setattr(tensorrt_build, "gpu_info", lambda: GPU_ORIN)
-    assert _engine_target(["cpu", "cuda"], args("--batch", "1,4,16")) == EngineTarget(
+    assert _engine_target(["cpu", "cuda"], args("--batch-sizes", "1,4,16")) == EngineTarget(
         GPU_ORIN, "10.3.0", (1, 16, 16), BOTH
     )
     assert _engine_target(["cpu", "cuda"], args("--formats", "fp32-e2e,trt-int8-e2e")).formats == ("trt-int8-e2e",)

@@ -72,7 +72,8 @@ def test_gpu_driver_from_the_kernel_module_or_the_jetson_release(tmp_path, monke
 
 
 def test_each_row_is_read_against_its_own_devices_peak() -> None:
-    from mfssd_deploy.cli.bench import _text, peak_for
+    from mfssd_deploy.bench.run import format_text as _text
+    from mfssd_deploy.bench.run import peak_for
 
     env = {"peak_fp32_gflops": 400.0, "peak_fp32_gflops_gpu": 11000.0}
     assert peak_for({"device": "cpu"}, env) == 400.0 and peak_for({"device": "cuda"}, env) == 11000.0

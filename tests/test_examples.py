@@ -158,7 +158,8 @@ def test_triton_client_builds_the_request_and_reads_the_answer(protocol: str, tm
     from mfssd_deploy.preprocess import preprocess_batch
 
     repo = tmp_path / "repo"
-    assert export_main(["--out-dir", str(tmp_path / "x"), "--end2end", "--triton", str(repo), "--batch", "1,4,8"]) == 0
+    argv = ["--out-dir", str(tmp_path / "x"), "--end2end", "--triton", str(repo), "--batch-profile", "1,4,8"]
+    assert export_main(argv) == 0
     (model_dir,) = list(repo.iterdir())
     fake = FakeTriton(model_dir, protocol)
     det = triton_client.make_detector("localhost:1", model_dir.name, protocol == "grpc", 0.3, client=fake)

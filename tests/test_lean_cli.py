@@ -30,7 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPTS: dict[str, str] = PYPROJECT["project"]["scripts"]
 # distribution name -> top-level module, where they differ
-DIST_MODULE = {"onnxconverter-common": "onnxconverter_common", "torch-pruning": "torch_pruning"}
+DIST_MODULE = {
+    "onnxconverter-common": "onnxconverter_common",
+    "torch-pruning": "torch_pruning",
+    "nvidia-pytriton": "pytriton",
+}
 
 
 def _modules_of(extra: str) -> set[str]:
@@ -106,6 +110,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # Scripts that need an extra: arguments, and the extra(s) the one line must name.
 NEEDS_EXTRA: dict[str, tuple[list[str], str]] = {
+    "mfssd-serve": (["--repository", "out/repo"], "serve"),
     "mfssd-demo": (["--workdir", "out", "--export-dir", "out/export"], "export,train"),
     "mfssd-train": (["--data", "DATA", "--out", "out"], "train"),
     "mfssd-export": (["--out-dir", "out"], "export"),

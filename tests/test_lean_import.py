@@ -23,8 +23,8 @@ BLOCK_TORCH = textwrap.dedent(
 
 # The lean install (pip install mfssd-deploy): no module of any extra, and a missing one fails the way a
 # real absence does (ModuleNotFoundError with its name), which is what run_cli reads.
-LEAN_BLOCKED = ("torch", "torchvision", "onnx", "onnxslim", "onnxconverter_common", "pycocotools",
-                "torch_pruning", "matplotlib", "tritonclient", "tensorrt")  # fmt: skip
+LEAN_BLOCKED = ("torch", "torchvision", "openvino", "onnx", "onnxslim", "onnxconverter_common", "pycocotools",
+                "torch_pruning", "matplotlib", "tritonclient", "tensorrt", "pytriton")  # fmt: skip
 BLOCK_EXTRAS = textwrap.dedent(
     f"""
     import importlib.abc, sys
@@ -122,7 +122,7 @@ def test_bench_runs_an_end2end_model_without_torch(artifacts: dict, tmp_path) ->
     r = run_without_torch(
         f"""
         from mfssd_deploy.cli.bench import main
-        code = main(["--fps", "--models", {str(artifacts["int8"])!r}, "--batch", "1,2", "--iters", "2", "-q",
+        code = main(["--fps", "--models", {str(artifacts["int8"])!r}, "--batch-sizes", "1,2", "--iters", "2", "-q",
                      "--no-memory", "--json", {str(out)!r}])
         assert code == 0 and "torch" not in sys.modules
         """

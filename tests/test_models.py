@@ -101,3 +101,22 @@ def test_mfssd_fusion_upsamples_to_conv4_3_size() -> None:
         model(torch.randn(1, 3, 300, 300))
     cfg = model.config
     assert seen["shape"] == (1, cfg.widths["fuse_a"] + cfg.widths["fuse_b"] + cfg.widths["fuse_c"], 38, 38)
+
+
+def test_presets_of_the_paper_comparison() -> None:
+    """SSD300 with 11,620 priors: 2 more boxes per conv4_3 location than the classic 8,732 model, i.e.
+    3x3x512 weights + bias for 2x4 loc and 2x21 conf outputs more; MFSSD-BN 1:1:1 halves branch A."""
+    from mfssd_deploy.config import FSSD_PRIORS
+
+    def n(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
+    classic, paper = build_model("ssd300", 21), build_model("ssd300_11620", 21)
+    assert paper.config.priors == FSSD_PRIORS and paper.config.priors.num_priors == 11620
+    assert n(paper) - n(classic) == (3 * 3 * 512 + 1) * (2 * 4 + 2 * 21)
+    ablation, bn = build_model("mfssd_bn_111", 21), build_model("mfssd_bn", 21)
+    assert ablation.config.variant == "mfssd_bn" and ablation.config.priors == bn.config.priors
+    assert (
+        ablation.config.widths["fuse_a"] == 256 == ablation.config.widths["fuse_b"] == ablation.config.widths["fuse_c"]
+    )
+    assert build_model("mfssd_bn_111", 21, width=0.25).config.widths["fuse_a"] == 64

@@ -4,5 +4,5 @@
 # Run from the repository root on an otherwise idle machine, after `make demo` or `make test` (they make .venv).
 set -euo pipefail
 OUT=${OUT:-benchmarks/fps}
-.venv/bin/mfssd-bench --fps --val --batch 1,8 --seconds ${SECONDS_PER_CONFIG:-4} \
+.venv/bin/mfssd-bench --fps --val --batch-sizes 1,8 --seconds ${SECONDS_PER_CONFIG:-4} \
     --json "$OUT/results.json" --csv "$OUT/results.csv" --markdown "$OUT/results.md" --plot "$OUT/results.png" "$@"

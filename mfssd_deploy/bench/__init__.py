@@ -1,1 +1,1 @@
-"""Benchmark building blocks (the `mfssd-bench --fps` harness is assembled from these)."""
+"""Benchmark building blocks, and the run assembled from them (run.run_bench: what `mfssd-bench` calls)."""

@@ -30,6 +30,8 @@ class EngineTarget:
     tensorrt_version: str
     batch: tuple[int, int, int]  # min, opt, max of the optimization profile
     formats: tuple[str, ...]  # keys of ENGINE_FORMATS
+    workspace_gb: float = 2.0  # builder workspace (the engine options mfssd-export shares, cli/options.py)
+    timing_cache: Path | None = None  # None: one per GPU, TensorRT version and profile, beside the engines
 
 
 def engine_tag(target: EngineTarget) -> str:
@@ -64,8 +66,10 @@ def build_group_engines(onnx: dict[str, Path], cache: Path, key: str, target: En
                     sources["fp16"] = export_fp16()
                 log.info("building the TensorRT %s engine of %s for %s (once; cached in %s)",
                          precision, key, target.gpu[0], cache)  # fmt: skip
-                build_engine(BuildRequest(onnx=sources, out=path, precision=precision, batch=target.batch,
-                                          timing_cache=cache / f"timing.{tag}.cache"), gpu=target.gpu)  # fmt: skip
+                request = BuildRequest(onnx=sources, out=path, precision=precision, batch=target.batch,
+                                       workspace_gb=target.workspace_gb,
+                                       timing_cache=target.timing_cache or cache / f"timing.{tag}.cache")  # fmt: skip
+                build_engine(request, gpu=target.gpu)
             except MfssdError as exc:
                 log.warning("no %s rows for %s: %s", fmt, key, exc)
                 continue

@@ -197,7 +197,7 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
         "compute_fraction": report.compute_fraction(det.config),  # torch-free: the pre + post target's rule
     }  # fmt: skip
     if path.suffix == ".engine":  # what the infer stage includes, as docs/benchmarking.md states to state
-        facts["cuda_graphs"] = opts["cuda_graphs"]
+        facts["cuda_graphs"] = bool(getattr(det.backend, "cuda_graphs", False))  # an end2end engine runs eagerly
         facts["infer_includes"] = "H2D copy + compute + D2H copy (pinned host memory)"
     if with_facts:
         facts["params"], facts["gflops"] = _facts_or_none(det.config)

@@ -21,6 +21,8 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     "train": frozenset({"torch", "torchvision", "pycocotools", "torch_pruning", "matplotlib"}),
     "trt": frozenset({"torch", "torchvision", "tensorrt"}),
     "triton": frozenset({"tritonclient"}),
+    "openvino": frozenset({"openvino"}),
+    "serve": frozenset({"pytriton"}),
 }
 # A missing module -> the smallest extra that installs it.
 MODULE_EXTRAS: dict[str, str] = {
@@ -36,6 +38,7 @@ COMMAND_EXTRAS: dict[str, tuple[str, ...]] = {
     "mfssd-prune": ("train",),
     "mfssd-demo": ("export", "train"),
     "mfssd-bench": ("export",),
+    "mfssd-serve": ("serve",),
 }
 
 

@@ -7,6 +7,9 @@ output. A save dir (or --json) that would overwrite a source file is refused bef
 A file that cannot be read, or a video that ends before its announced frame count, is reported
 and recorded in the JSON; the rest is processed and the exit code is 1. Ctrl-C stops early and
 keeps what was written (the video is finalised over the frames seen), exit code 130.
+
+Small objects in large frames: --tile 300 runs the model on overlapping 300x300 tiles at native
+resolution (plus the whole frame resized) and merges the boxes; see "tiled inference" below.
 """
 
 from __future__ import annotations
@@ -18,10 +21,74 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.errors import MfssdError
+
+if TYPE_CHECKING:
+    from mfssd_deploy.tiling import Tiling
+
+TILE_HELP = """\
+Every image is cut into overlapping tiles at native resolution (SAHI's grid: tiles every TILE - int(OVERLAP *
+TILE) pixels, the last row and column shifted back to end on the border; an image no larger than a tile is
+one tile), plus the whole frame resized (--no-full-frame skips it). All tiles of all images go through the
+model in batches of --batch; their boxes come back in image pixels, merged per image and class."""
+
+
+def add_tiling_arguments(ap: argparse.ArgumentParser) -> None:
+    """--tile and its settings (mfssd-detect and mfssd-eval share them)."""
+    from mfssd_deploy.tiling import DEFAULT_OVERLAP, EDGES, MERGES, METRICS
+
+    g = ap.add_argument_group("tiled inference (small objects in large frames)", TILE_HELP)
+    g.add_argument("--tile", metavar="N|WxH|model", help="tile size in pixels of the original image: 300, 320x240, "
+                   "or 'model' (the model's input size); turns tiling on (default: off, each image is resized "
+                   "whole to the model's input)")  # fmt: skip
+    g.add_argument("--overlap", type=float, metavar="F", help="overlap of neighbouring tiles, a fraction of a tile "
+                   f"in [0, 1) (default: {DEFAULT_OVERLAP})")  # fmt: skip
+    g.add_argument("--no-full-frame", action="store_true", help="tiles only: no whole-frame pass (SAHI's standard "
+                   "prediction, which finds objects larger than a tile)")  # fmt: skip
+    g.add_argument("--merge", choices=MERGES, help="merging of boxes from overlapping tiles: nms keeps the best box "
+                   "of each match; greedy_nmm (SAHI's GREEDYNMM) grows it into the union of its matches, which "
+                   "also swallows low-score neighbours (default: nms, measured better)")  # fmt: skip
+    g.add_argument("--merge-metric", choices=METRICS, help="when two boxes match: ios = intersection over the "
+                   "smaller box, iou = intersection over union (default: ios)")  # fmt: skip
+    g.add_argument("--merge-thresh", type=float, metavar="F", help="boxes match at metric >= F (default: 0.5)")
+    g.add_argument("--edge", choices=EDGES, help="boxes touching a tile's inner edge: drop them (a neighbouring "
+                   "tile holds an object narrower than the overlap whole, the full frame a larger one) or merge "
+                   "them like any other, as SAHI does (default: drop)")  # fmt: skip
+
+
+def tiling_from_args(args: argparse.Namespace, model_input: int) -> Tiling | None:
+    """The Tiling the tiling arguments ask for (None without --tile); bad values -> one-line MfssdError."""
+    from dataclasses import replace
+
+    from mfssd_deploy.tiling import Tiling
+
+    settings = {"overlap": args.overlap, "merge": args.merge, "metric": args.merge_metric,
+                "threshold": args.merge_thresh, "edge": args.edge}  # fmt: skip
+    given = {k: v for k, v in settings.items() if v is not None}
+    if args.tile is None:
+        extra = [f"--{k}" for k in ("overlap", "merge", "merge-metric", "merge-thresh", "edge")
+                 if getattr(args, k.replace("-", "_")) is not None]  # fmt: skip
+        if args.no_full_frame:
+            extra.append("--no-full-frame")
+        if extra:
+            verb = "sets" if len(extra) == 1 else "set"
+            raise MfssdError(f"{', '.join(extra)} {verb} up tiled inference: add --tile N (e.g. --tile 300)")
+        return None
+    text = str(args.tile).strip().lower()
+    try:
+        if text == "model":
+            size = (model_input, model_input)
+        elif "x" in text:
+            w, h = text.split("x")
+            size = (int(w), int(h))
+        else:
+            size = (int(text), int(text))
+    except ValueError:
+        raise MfssdError(f"--tile {args.tile}: pass pixels, e.g. --tile 300, --tile 320x240 or --tile model") from None
+    return replace(Tiling(size), full_frame=not args.no_full_frame, **given)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     ap.add_argument("--max-frames", type=int, help="stop after N frames (default: all; a camera runs until Ctrl-C)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_tiling_arguments(ap)
     return ap
 
 
@@ -134,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         raise MfssdError("give a SOURCE (image, folder, glob, video) or --camera N, not both and not neither")
     if not 0 <= args.draw_conf <= 1:
         raise MfssdError(f"--draw-conf {args.draw_conf} is outside 0-1: pass a score such as 0.25")
+    tiling_from_args(args, 300)  # bad tiling settings fail before anything is opened
     import cv2
     import numpy as np
     from tqdm import tqdm
@@ -161,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
     det = Detector(args.model, device=args.device, conf=args.conf, iou=args.iou, max_det=args.max_det,
                    batch_size=args.batch)  # fmt: skip
+    det.tiling = tiling_from_args(args, det.config.input_size)  # validated above; "model" needs the model
     records: list[dict[str, Any]] = []
     skipped: list[str] = []
     n_drawn = 0
@@ -216,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             interrupted = True
     if json_path is not None:
         write_json(json_path, {"model": str(det.path), "source": str(source), "conf": det.nms.conf_thresh,
-                               "draw_conf": args.draw_conf, "interrupted": interrupted, "images": records,
+                               "draw_conf": args.draw_conf, "interrupted": interrupted,
+                               "tiling": det.tiling.to_dict() if det.tiling else None, "images": records,
                                "skipped": skipped})  # fmt: skip
     n_det = sum(len(r["detections"]) for r in records)
     where = "" if args.no_save else f", {n_drawn} drawn (score >= {args.draw_conf}); annotated output in {save_dir}"

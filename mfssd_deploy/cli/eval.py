@@ -1,4 +1,8 @@
-"""mfssd-eval: VOC07 mAP (11-point and all-point) and COCO AP/APs/APm/APl of a model on a dataset."""
+"""mfssd-eval: VOC07 mAP (11-point and all-point) and COCO AP/APs/APm/APl of a model on a dataset.
+
+--tile N scores tiled (sliced) inference with the same metrics: each image is cut into overlapping tiles
+at native resolution, plus the whole frame resized, and the boxes are merged (see "tiled inference").
+"""
 
 from __future__ import annotations
 
@@ -49,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-coco", action="store_true",
                     help="VOC metrics only (without pycocotools COCO AP is skipped anyway, with a note)")  # fmt: skip
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from mfssd_deploy.cli.detect import add_tiling_arguments
+
+    add_tiling_arguments(ap)
     return ap
 
 
@@ -70,11 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from mfssd_deploy.bundled import default_model
+    from mfssd_deploy.cli.detect import tiling_from_args
     from mfssd_deploy.data.sources import open_source
     from mfssd_deploy.detector import Detector
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate, load_coco_results, score_detections
     from mfssd_deploy.fileio import write_json
 
+    tiling_from_args(args, 300)  # bad tiling settings fail before the dataset is read
+    if args.detections and args.tile:
+        raise MfssdError("--tile applies to --model; --detections scores a results file as it is")
     source = open_source(args.data, args.split)
     coco = _want_coco(args.no_coco)
     if args.detections:
@@ -85,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         det = Detector(
             model_path, device=args.device, conf=args.conf, iou=args.iou, max_det=args.max_det, batch_size=args.batch
         )
+        det.tiling = tiling_from_args(args, det.config.input_size)
         predict, cfg = detector_predictor(det), det.config
         if tuple(cfg.class_names) != tuple(source.class_names):
             raise MfssdError(
@@ -101,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
         res["model"] = str(model_path)
+        res["tiling"] = det.tiling.to_dict() if det.tiling else None
     if source.skipped:  # both metrics scored the same cleaned ground truth, without these
         res["skipped_annotations"] = len(source.skipped)
         print(f"note: {len(source.skipped)} malformed annotations were skipped", file=sys.stderr)

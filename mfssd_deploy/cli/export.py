@@ -12,21 +12,29 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from mfssd_deploy.artifacts import onnx_kind
 from mfssd_deploy.cli import run_cli
+from mfssd_deploy.cli.options import (
+    add_engine_options,
+    add_json_option,
+    add_model_option,
+    checkpoint_path,
+    engine_options,
+)
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.limits import AGREEMENT_SCORE, MIN_AGREEMENT
 
-log = logging.getLogger("mfssd_deploy")
+if TYPE_CHECKING:
+    from mfssd_deploy.exporters.deploy import TritonRepoOptions
+    from mfssd_deploy.exporters.pipeline import ExportRequest
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="mfssd-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--model", help="checkpoint (default: the bundled demo model)")
+    add_model_option(ap)
     ap.add_argument("--onnx", action="store_true", help="write ONNX files (always done: engines are built from them)")
     ap.add_argument("--out-dir", default="export", help="ONNX output folder (default: export/)")
     ap.add_argument("--name", help="file name stem (default: the checkpoint's)")
@@ -65,17 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--parity-images", help="folder of images for the parity check (default: bundled samples)")
     t = ap.add_argument_group("TensorRT")
     t.add_argument("--trt", action="store_true", help="build TensorRT engines (on the GPU that will run them)")
-    t.add_argument(
-        "--precision",
-        default="fp16",
-        choices=["fp32", "fp16", "int8"],
-        help="engine precision (default fp16; on GTX 10xx Pascal use int8: FP16 is not faster there)",
-    )
-    t.add_argument("--batch", default="1,8,16", help="optimization profile MIN,OPT,MAX of the batch axis")
-    t.add_argument("--workspace", type=float, default=2.0, help="builder workspace in GiB (default 2)")
-    t.add_argument("--timing-cache", help="timing cache file, read and updated (default: ENGINES_DIR/timing.cache)")
-    t.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson Xavier/Orin), GPU fallback on")
-    t.add_argument("--engines-dir", default="engines", help="engine output folder (default: engines/)")
+    add_engine_options(t)  # --precision, --batch-profile, --workspace, --timing-cache, --dla-core, --engines-dir
     t.add_argument(
         "--check-trt",
         nargs="?",
@@ -94,28 +92,46 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--triton-trt", action="store_true",
                     help="ONNX models on GPU: ONNX Runtime's TensorRT accelerator (INT8 for Q/DQ, else FP16)"
                     )  # fmt: skip
-    ap.add_argument("--json", help="write the export report to this file")
+    tr.add_argument("--triton-backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "python"],
+                    help="onnxruntime: ONNX files on Triton's onnxruntime backend, engines as tensorrt_plan; "
+                    "tensorrt: the engines alone; python: a tensor and an image model per end2end artifact on "
+                    "Triton's Python backend (mfssd-serve's models, docs/serving.md)")  # fmt: skip
+    add_json_option(ap, "the export report")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from mfssd_deploy.bundled import demo_model, sample_images
-    from mfssd_deploy.exporters.pipeline import ExportRequest, format_report, run_export
+    from mfssd_deploy.bundled import sample_images
+    from mfssd_deploy.exporters.deploy import check_failed, deploy
+    from mfssd_deploy.exporters.pipeline import check_request, format_report, run_export
     from mfssd_deploy.fileio import write_json
     from mfssd_deploy.inputs import list_images
 
-    model = Path(args.model) if args.model else demo_model()
+    model = checkpoint_path(args)
     parity = list_images(args.parity_images) if args.parity_images else sample_images()
     if not parity:
         raise MfssdError("no parity images: the bundled samples are missing; pass --parity-images DIR")
-    if args.int8_cpu and not args.int8:
-        raise MfssdError("--int8-cpu is a variant of --int8: add --int8 --calib DIR")
-    if args.trt and args.precision == "int8" and not args.int8:
-        raise MfssdError("--trt --precision int8 builds from the Q/DQ model: add --int8 --calib DIR")
-    batch = _parse_batch(args.batch) if args.trt or args.triton else None
-    req = ExportRequest(
+    trt = engine_options(args) if args.trt or args.triton else None  # the batch profile serves Triton too
+    engines = trt if args.trt else None
+    triton = triton_options(args, trt.batch) if args.triton and trt is not None else None
+    req = check_request(export_request(args, model, parity), engines)
+    report = run_export(req)
+    print(format_report(report))
+    try:
+        deploy(report, check_trt=args.check_trt, engines=engines, triton=triton, echo=print)
+    finally:
+        if args.json:
+            write_json(args.json, report)
+    return 1 if check_failed(report.get("trt_check")) else 0
+
+
+def export_request(args: argparse.Namespace, model: Path, parity: list[Path]) -> ExportRequest:
+    """The ExportRequest the arguments describe (checked by the library: exporters.pipeline.check_request)."""
+    from mfssd_deploy.exporters.pipeline import ExportRequest
+
+    return ExportRequest(
         model=model,
         out_dir=Path(args.out_dir),
         name=args.name,
@@ -134,140 +150,26 @@ def main(argv: list[str] | None = None) -> int:
         recalibrate=args.recalibrate,
         min_agreement=args.min_agreement,
         keep_fp32=tuple(s for s in args.keep_fp32.split(",") if s),
-        # TensorRT 11 builds FP16 from an FP16 ONNX (8.x/10.x from the FP32 one): write it too.
-        fp16=args.fp16 or (args.trt and args.precision == "fp16"),
+        fp16=args.fp16,  # check_request adds it for FP16 engines (TensorRT 11 builds them from it)
         val=Path(args.val) if args.val else None,
         val_split=args.val_split,
         val_images=args.val_images,
         parity_images=parity,
     )
-    if not (req.fp32 or req.int8 or req.fp16):
-        raise MfssdError("--no-fp32 leaves nothing to export: add --int8 or --fp16")
-    report = run_export(req)
-    print(format_report(report))
-    code = 0
-    try:
-        if args.check_trt:
-            report["trt_check"] = check_artifacts(report["artifacts"], args.check_trt)
-            print(format_check(report["trt_check"]))
-            if any(
-                v != "ok" and not v.startswith("skipped") for row in report["trt_check"].values() for v in row.values()
-            ):
-                code = 1
-        if args.trt:
-            assert batch is not None
-            report["engines"] = build_engines(report, args, batch)
-        if args.triton:
-            assert batch is not None
-            report["triton"] = write_triton(report, args, batch)
-            print(f"Triton model repository: {args.triton} ({', '.join(report['triton'])}); "
-                  f"serve with: tritonserver --model-repository={Path(args.triton).resolve()}")  # fmt: skip
-    finally:
-        if args.json:
-            write_json(args.json, report)
-    return code
 
 
-def write_triton(report: dict[str, Any], args: argparse.Namespace, batch: tuple[int, int, int]) -> list[str]:
-    """One Triton model per exported ONNX file (and per built engine); returns the model names."""
-    from mfssd_deploy.exporters.triton import TritonOptions, add_engine, add_onnx
+def triton_options(args: argparse.Namespace, batch: tuple[int, int, int]) -> TritonRepoOptions:
+    from mfssd_deploy.exporters.deploy import TritonRepoOptions
 
-    opts = TritonOptions(
-        kind=args.triton_device,
+    return TritonRepoOptions(
+        repo=args.triton,
+        backend=args.triton_backend,
+        device=args.triton_device,
         instances=args.triton_instances,
-        max_batch=batch[2],
-        preferred=tuple(sorted({batch[1], batch[2]})),
         max_queue_delay_us=args.triton_max_queue_delay_us,
         trt_accelerator=args.triton_trt,
+        batch=batch,
     )
-    repo = Path(args.triton)
-    names = []
-    for a in report["artifacts"]:
-        if not onnx_kind(a["precision"], a["layout"]).gpu and opts.kind == "gpu":
-            continue  # CPU-only artifact
-        names.append(add_onnx(repo, Path(a["path"]), opts).name)
-    for e in report.get("engines", []):
-        if opts.kind != "gpu":
-            log.warning("%s not added to the Triton repository: engines need --triton-device gpu", e["path"])
-            continue
-        names.append(add_engine(repo, Path(e["path"]), opts).name)
-    return names
-
-
-def _parse_batch(text: str) -> tuple[int, int, int]:
-    try:
-        lo, opt, hi = (int(v) for v in text.split(","))
-    except ValueError:
-        raise MfssdError(f"--batch {text!r}: give MIN,OPT,MAX, e.g. 1,8,16") from None
-    if not 1 <= lo <= opt <= hi:
-        raise MfssdError(f"--batch {text}: need 1 <= MIN <= OPT <= MAX")
-    return lo, opt, hi
-
-
-def check_artifacts(artifacts: list[dict[str, Any]], version: str) -> dict[str, dict[str, str]]:
-    """For each artifact and TensorRT line: "ok" or the first problem (and how many more)."""
-    import onnx
-
-    from mfssd_deploy.exporters.trt_lint import lint, tables, version_line
-
-    versions = list(tables()) if version == "all" else [version_line(version)]
-    out: dict[str, dict[str, str]] = {}
-    for a in artifacts:
-        if "tensorrt" not in onnx_kind(a["precision"], a["layout"]).runtimes:
-            out[Path(a["path"]).name] = {
-                v: "skipped: CPU-only INT8 (uint8 activations), not for TensorRT" for v in versions
-            }
-            continue
-        model = onnx.load(a["path"])
-        row = {}
-        for v in versions:
-            problems = lint(model, v)
-            row[v] = "ok" if not problems else f"{problems[0]} (+{len(problems) - 1} more)"
-        out[Path(a["path"]).name] = row
-    return out
-
-
-def format_check(check: dict[str, dict[str, str]]) -> str:
-    return "\n".join(
-        f"TensorRT {v} parser check, {name}: {verdict}" for name, row in check.items() for v, verdict in row.items()
-    )
-
-
-def build_engines(report: dict[str, Any], args: argparse.Namespace, batch: tuple[int, int, int]) -> list[dict]:
-    """One engine per exported layout at --precision; the ONNX files are already written."""
-    from mfssd_deploy.engine_meta import import_tensorrt
-    from mfssd_deploy.exporters.tensorrt_build import BuildRequest, build_engine
-
-    import_tensorrt()  # after the ONNX export: a missing TensorRT still leaves the ONNX files
-    from mfssd_deploy.artifacts import ENGINE_SOURCE, engine_name
-
-    source_key = {onnx_precision: engine for engine, onnx_precision in ENGINE_SOURCE.items()}
-    engines_dir = Path(args.engines_dir)
-    cache = Path(args.timing_cache) if args.timing_cache else engines_dir / "timing.cache"
-    built = []
-    for layout in sorted({a["layout"] for a in report["artifacts"]}):
-        onnx_files = {
-            source_key[a["precision"]]: Path(a["path"])
-            for a in report["artifacts"]
-            if a["layout"] == layout and a["precision"] in source_key  # not the CPU-only u8 INT8 variant
-        }
-        out = engines_dir / engine_name(report["name"], layout, args.precision)
-        request = BuildRequest(
-            onnx=onnx_files,
-            out=out,
-            precision=args.precision,
-            batch=batch,
-            workspace_gb=args.workspace,
-            timing_cache=cache,
-            dla_core=args.dla_core,
-        )
-        meta = build_engine(request)
-        print(
-            f"engine {out} ({args.precision}, TensorRT {meta['tensorrt_version']}, {meta['gpu_name']}, "
-            f"built in {meta['build_seconds']:.0f} s)"
-        )
-        built.append({"path": str(out), **{k: meta[k] for k in ("precision", "tensorrt_version", "gpu_name")}})
-    return built
 
 
 def entry() -> None:

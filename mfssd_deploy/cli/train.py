@@ -7,7 +7,7 @@ import logging
 import sys
 
 from mfssd_deploy.cli import HelpFormatter, run_cli
-from mfssd_deploy.config import VARIANTS
+from mfssd_deploy.config import PRESETS, VARIANTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, help="dataset root: annotations/SPLIT.json (COCO format), COCO 2017, or VOC"
     )
     ap.add_argument("--out", default="runs/train", help="folder for last.pt, best.pt and log.jsonl")
-    ap.add_argument("--variant", default="mfssd_bn", choices=VARIANTS, help="architecture")
+    ap.add_argument("--variant", default="mfssd_bn", choices=(*VARIANTS, *PRESETS),
+                    help="architecture; ssd300_11620 = SSD300 with the FSSD prior set (the paper's Table II SSD), "
+                         "mfssd_bn_111 = MFSSD-BN with 1:1:1 fusion (256 channels in branch A)")  # fmt: skip
     ap.add_argument("--width", type=float, default=1.0, help="channel width multiplier (0.25 = the demo model)")
     ap.add_argument("--train-split", default="train", help="split to train on")
     ap.add_argument("--val-split", default="val", help="split evaluated during training ('' to skip)")

@@ -1,9 +1,10 @@
-"""The export pipeline behind `mfssd-export --onnx`: every artifact checked before it is written.
+"""The export pipeline behind `mfssd-export`: every artifact checked before it is written.
 
 checkpoint -> raw ONNX (simplified) -> [INT8 Q/DQ | FP16] -> [end2end] -> metadata -> checker ->
 parity against PyTorch on real images -> atomic write. An FP32 artifact that fails parity is not
 written and the export fails; so is an INT8 or FP16 artifact whose detections agree with FP32's
-less than MIN_AGREEMENT (a broken calibration must never be written with exit 0).
+less than MIN_AGREEMENT (a broken calibration must never be written with exit 0). Then, when asked,
+the steps of exporters.deploy: TensorRT parser check, engines, Triton model repository.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import onnx
 from mfssd_deploy.artifacts import INPUT, PRECISION_SUFFIX, onnx_name
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.exporters.deploy import EngineOptions, TritonRepoOptions
 from mfssd_deploy.exporters.limits import AGREEMENT_SCORE, MIN_AGREEMENT
 from mfssd_deploy.fileio import atomic_path, sha256_file
 
@@ -89,19 +91,20 @@ def _nms_config(cfg: ModelConfig, req: ExportRequest) -> ModelConfig:
     return replace(cfg, nms=nms)
 
 
-def run_export(req: ExportRequest) -> dict[str, Any]:
-    """Write the requested ONNX artifacts; returns the report (paths, sizes, parity, accuracy)."""
-    import torch
+def check_request(req: ExportRequest, engines: EngineOptions | None = None) -> ExportRequest:
+    """The request as it will run, or one line saying why it cannot, before any work.
 
-    from mfssd_deploy.checkpoint import load_model
-    from mfssd_deploy.exporters import onnx_export as ox
-    from mfssd_deploy.exporters.parity import agreement
-    from mfssd_deploy.models import config_of
-    from mfssd_deploy.postprocess import postprocess
-    from mfssd_deploy.preprocess import preprocess_batch
-    from mfssd_deploy.priors import priors_tensor
-
-    t0 = time.time()
+    FP16 engines need the FP16 ONNX on TensorRT 11 (8.x/10.x build them from the FP32 one), so a request
+    for them writes it too; INT8 engines build from the Q/DQ ONNX, which only --int8 writes.
+    """
+    if req.int8_cpu and not req.int8:
+        raise MfssdError("--int8-cpu is a variant of --int8: add --int8 --calib DIR")
+    if engines is not None and engines.precision == "int8" and not req.int8:
+        raise MfssdError("--trt --precision int8 builds from the Q/DQ model: add --int8 --calib DIR")
+    if engines is not None and engines.precision == "fp16" and not req.fp16:
+        req = replace(req, fp16=True)
+    if not (req.fp32 or req.int8 or req.fp16):
+        raise MfssdError("--no-fp32 leaves nothing to export: add --int8 or --fp16")
     if req.model.suffix.lower() in (".onnx", ".engine"):
         raise MfssdError(
             f"{req.model} is already a deployable model; mfssd-export takes the .pt checkpoint it came from "
@@ -109,24 +112,106 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
         )
     if not 0 <= req.min_agreement <= 1:
         raise MfssdError(f"--min-agreement {req.min_agreement}: give a value in [0, 1] (0 disables the check)")
+    return req
+
+
+def run_export(
+    req: ExportRequest,
+    *,
+    check_trt: str | None = None,
+    engines: EngineOptions | None = None,
+    triton: TritonRepoOptions | None = None,
+) -> dict[str, Any]:
+    """Write the requested ONNX artifacts, then (when asked) check them against TensorRT's parser, build
+    engines and write a Triton repository (exporters.deploy); returns the report (paths, sizes, parity,
+    accuracy, and "trt_check", "engines", "triton")."""
+    t0 = time.time()
+    req = check_request(req, engines)
+    report = _export_onnx(req)
+    report["seconds"] = time.time() - t0
+    if check_trt or engines is not None or triton is not None:
+        from mfssd_deploy.exporters.deploy import deploy
+
+        deploy(report, check_trt=check_trt, engines=engines, triton=triton)
+    return report
+
+
+@dataclass
+class _Reference:
+    """What every artifact is compared with: PyTorch on the parity images, through the same pre-processing."""
+
+    x: np.ndarray  # the pre-processed batch
+    loc: np.ndarray
+    scores: np.ndarray  # softmax, like the graphs
+    detections: tuple[np.ndarray, ...]  # padded (num_dets, boxes, scores, classes) of postprocess
+    images: int
+
+
+def _export_onnx(req: ExportRequest) -> dict[str, Any]:
+    """The ONNX part of the export, on a checked request: graphs, variants, and every file checked before it
+    is written."""
+    from mfssd_deploy.checkpoint import load_model
+    from mfssd_deploy.models import config_of
+
     model = load_model(req.model)
     cfg = _nms_config(config_of(model), req)
     name = req.name or req.model.stem
     sha = sha256_file(req.model)
-    raw = ox.export_raw(model, req.opset)
-    if req.simplify:
-        raw = ox.simplify(raw)
+    raw = _raw_graph(model, req)
+    ref = _pytorch_reference(model, cfg, _read_images(req.parity_images))
+    calibration: dict[str, dict[str, Any]] = {}
+    variants, calib_cache = _precision_variants(raw, cfg, name, req, calibration)
+    artifacts = [
+        _write_checked(base, precision, layout, cfg, name, sha, ref, req)
+        for precision, base in variants
+        for layout in req.layouts
+    ]
+    report: dict[str, Any] = {
+        "model": str(req.model),
+        "name": name,
+        "opset": req.opset,
+        "artifacts": artifacts,
+        "parity_images": ref.images,
+        "min_agreement": req.min_agreement,
+        "nms": cfg.to_dict()["nms"],
+    }
+    if calib_cache is not None:
+        report["calibration_cache"] = str(calib_cache)
+        report["calibration"] = calibration
+    if req.val is not None:
+        report["accuracy"] = _accuracy(req, artifacts)
+    return report
 
-    images = _read_images(req.parity_images)
+
+def _raw_graph(model: Any, req: ExportRequest) -> onnx.ModelProto:
+    """The traced raw graph (images -> loc, scores), simplified: every variant starts from it."""
+    from mfssd_deploy.exporters import onnx_export as ox
+
+    raw = ox.export_raw(model, req.opset)
+    return ox.simplify(raw) if req.simplify else raw
+
+
+def _pytorch_reference(model: Any, cfg: ModelConfig, images: list[np.ndarray]) -> _Reference:
+    import torch
+
+    from mfssd_deploy.postprocess import postprocess
+    from mfssd_deploy.preprocess import preprocess_batch
+    from mfssd_deploy.priors import priors_tensor
+
     x = preprocess_batch(images, cfg.input_size, cfg.mean, cfg.std, cfg.color)
     with torch.inference_mode():
         loc_t, conf_t = model(torch.from_numpy(x))
         scores_t = conf_t.softmax(-1)
         ref = postprocess(loc_t, scores_t, priors_tensor(cfg.priors), cfg.nms, cfg.priors.variances)
-    ref_np = tuple(t.numpy() for t in ref)
+    return _Reference(x, loc_t.numpy(), scores_t.numpy(), tuple(t.numpy() for t in ref), len(images))
 
+
+def _precision_variants(
+    raw: onnx.ModelProto, cfg: ModelConfig, name: str, req: ExportRequest, calibration: dict[str, dict[str, Any]]
+) -> tuple[list[tuple[str, onnx.ModelProto]], Path | None]:
+    """(precision, raw graph) for each requested precision, and the first calibration cache; `calibration`
+    receives each INT8 variant's calibration status (reused or computed, and why)."""
     variants: list[tuple[str, onnx.ModelProto]] = []
-    calibration: dict[str, dict[str, Any]] = {}
     if req.fp32:
         variants.append(("fp32", raw))
     calib_cache = None
@@ -153,69 +238,59 @@ def run_export(req: ExportRequest) -> dict[str, Any]:
         from mfssd_deploy.exporters.fp16 import to_fp16
 
         variants.append(("fp16", to_fp16(raw)))
+    return variants, calib_cache
 
-    artifacts = []
-    for precision, base in variants:
-        for layout in req.layouts:
-            proto = base if layout == "raw" else ox.to_end2end(base, cfg)
-            path = req.out_dir / onnx_name(name, precision, layout)
-            meta = ox.make_metadata(
-                cfg,
-                layout,
-                precision,
-                sha,
-                opset=req.opset,
-                calibration=_calib_meta(req) if precision.startswith("int8") else None,
-            )
-            ox.set_metadata(proto, meta)
-            ox.check(proto)
-            session = _session(proto)
-            outputs = session.run(None, {INPUT: x})
-            parity = _parity(layout, outputs, loc_t.numpy(), scores_t.numpy(), ref_np)
-            if precision == "fp32" and not parity["ok"]:
-                raise MfssdError(f"parity failed for {path.name}: {_parity_line(parity)}; the file was not written")
-            if precision != "fp32":
-                parity["agreement"] = agree = agreement(_detections(layout, outputs, cfg), ref_np, AGREEMENT_SCORE)
-                if agree["f1"] < req.min_agreement:
-                    fix = (
-                        "recalibrate (--recalibrate, more or more typical --calib images, --keep-fp32 first-conv,heads)"
-                        if precision.startswith("int8")
-                        else "keep FP32 for this model"
-                    )
-                    raise MfssdError(
-                        f"{path.name} is broken: its detections agree with FP32's at F1 {agree['f1']:.2f} "
-                        f"({agree['matched']} matched, {agree['detections']} vs {agree['detections_fp32']} boxes "
-                        f"scoring >= {AGREEMENT_SCORE} on {len(images)} parity images), below the bound "
-                        f"{req.min_agreement}; the file was not written: {fix}"
-                    )
-            with atomic_path(path) as tmp:
-                onnx.save(proto, tmp)
-            artifacts.append(
-                {
-                    "path": str(path),
-                    "layout": layout,
-                    "precision": precision,
-                    "size_mb": os.path.getsize(path) / 2**20,
-                    "parity": parity,
-                    "ort_cpu_ms": _time_ms(session, x[:1], req.time_runs),
-                }
-            )
-    report: dict[str, Any] = {
-        "model": str(req.model),
-        "name": name,
-        "opset": req.opset,
-        "artifacts": artifacts,
-        "parity_images": len(images),
-        "min_agreement": req.min_agreement,
-        "nms": cfg.to_dict()["nms"],
+
+def _write_checked(base: onnx.ModelProto, precision: str, layout: str, cfg: ModelConfig, name: str, sha: str,
+                   ref: _Reference, req: ExportRequest) -> dict[str, Any]:  # fmt: skip
+    """One artifact: layout, metadata, checker, parity against PyTorch, then the atomic write; returns its
+    report entry. A file that fails its check is never written."""
+    from mfssd_deploy.exporters import onnx_export as ox
+
+    proto = base if layout == "raw" else ox.to_end2end(base, cfg)
+    path = req.out_dir / onnx_name(name, precision, layout)
+    calib = _calib_meta(req) if precision.startswith("int8") else None
+    ox.set_metadata(proto, ox.make_metadata(cfg, layout, precision, sha, opset=req.opset, calibration=calib))
+    ox.check(proto)
+    session = _session(proto)
+    outputs = session.run(None, {INPUT: ref.x})
+    parity = _parity(layout, outputs, ref.loc, ref.scores, ref.detections)
+    if precision == "fp32" and not parity["ok"]:
+        raise MfssdError(f"parity failed for {path.name}: {_parity_line(parity)}; the file was not written")
+    if precision != "fp32":
+        parity["agreement"] = _agreement_gate(path, precision, _detections(layout, outputs, cfg), ref, req)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, tmp)
+    return {
+        "path": str(path),
+        "layout": layout,
+        "precision": precision,
+        "size_mb": os.path.getsize(path) / 2**20,
+        "parity": parity,
+        "ort_cpu_ms": _time_ms(session, ref.x[:1], req.time_runs),
     }
-    if calib_cache is not None:
-        report["calibration_cache"] = str(calib_cache)
-        report["calibration"] = calibration
-    if req.val is not None:
-        report["accuracy"] = _accuracy(req, artifacts)
-    report["seconds"] = time.time() - t0
-    return report
+
+
+def _agreement_gate(path: Path, precision: str, dets: tuple[np.ndarray, ...], ref: _Reference,
+                    req: ExportRequest) -> dict[str, Any]:  # fmt: skip
+    """A reduced-precision artifact's agreement with FP32's detections; below --min-agreement it is broken and
+    is not written (a broken calibration must never leave with exit 0)."""
+    from mfssd_deploy.exporters.parity import agreement
+
+    agree = agreement(dets, ref.detections, AGREEMENT_SCORE)
+    if agree["f1"] < req.min_agreement:
+        fix = (
+            "recalibrate (--recalibrate, more or more typical --calib images, --keep-fp32 first-conv,heads)"
+            if precision.startswith("int8")
+            else "keep FP32 for this model"
+        )
+        raise MfssdError(
+            f"{path.name} is broken: its detections agree with FP32's at F1 {agree['f1']:.2f} "
+            f"({agree['matched']} matched, {agree['detections']} vs {agree['detections_fp32']} boxes "
+            f"scoring >= {AGREEMENT_SCORE} on {ref.images} parity images), below the bound "
+            f"{req.min_agreement}; the file was not written: {fix}"
+        )
+    return agree
 
 
 def _detections(layout: str, outputs: list[np.ndarray], cfg: ModelConfig) -> tuple[np.ndarray, ...]:

@@ -1,8 +1,9 @@
 """Will this ONNX parse in TensorRT X? A static check, runnable without a GPU or TensorRT.
 
-Checks: operator support per TensorRT line (tables in trt_onnx_ops.json, sources named there),
-opset range, Q/DQ form (zero points 0, per-channel weight scales on axis 0, per-tensor activation
-scales), Resize / NonMaxSuppression / TopK attributes and constant inputs the parser requires, and
+Checks: operator support per TensorRT minor line (tables in trt_onnx_ops.json, the source of each
+named there), opset range, Q/DQ form (zero points 0, per-channel weight scales on axis 0, per-tensor
+activation scales), Resize / NonMaxSuppression / TopK attributes, the inputs each line's parser needs
+as constants (Slice / Squeeze / Unsqueeze / Reduce* axes and more, per line: `constant_inputs`), and
 that only the batch axis of the inputs is dynamic.
 """
 
@@ -44,21 +45,38 @@ class Finding:
 
 @functools.lru_cache(maxsize=1)
 def tables() -> dict[str, Any]:
-    return dict(json.loads(TABLES.read_text())["lines"])
+    """Line -> {"ops", "opset", "constant_inputs", "source"}, oldest first; a line given as `base` + `add`
+    (no GA table found for it) is resolved to the base line's operators plus the added ones."""
+    raw = dict(json.loads(TABLES.read_text())["lines"])
+    out: dict[str, Any] = {}
+    for line, t in raw.items():
+        ops = set(t["ops"]) if "ops" in t else set(out[t["base"]]["ops"]) | set(t["add"])
+        out[line] = {**t, "ops": sorted(ops)}
+    return out
+
+
+def _key(line: str) -> tuple[int, int]:
+    major, minor = line.split(".")
+    return int(major), int(minor)
 
 
 def version_line(version: str) -> str:
-    """'8.6.1' -> '8.6', '10.3.0' -> '10', '11.1' -> '11'."""
+    """The table that covers TensorRT `version`: '8.6.1' -> '8.6', '10.13.0' -> '10.5' (the newest line at or
+    below it: a release between two tables is checked against the older, which parses a subset), '10' ->
+    '10.0' (a bare major: its oldest line, so the check holds for every release of it), '11.1' -> '11.0'."""
     parts = version.strip().split(".")
     try:
         major = int(parts[0])
-        minor = int(parts[1]) if len(parts) > 1 and parts[1] else 0
+        minor = int(parts[1]) if len(parts) > 1 and parts[1] else None
     except ValueError:
         raise MfssdError(f"not a TensorRT version: {version!r} (e.g. 8.6, 10.3, 11.0)") from None
-    line = f"{major}.{minor}" if major == 8 else str(major)
-    if line not in tables():
+    same = sorted((_key(k), k) for k in tables() if _key(k)[0] == major)
+    if minor is None and same:
+        return same[0][1]
+    below = [k for (mj, mn), k in same if mn <= (minor or 0)]
+    if not below:
         raise MfssdError(f"TensorRT {version} is not covered: known lines are {', '.join(tables())} (8.5 and newer)")
-    return line
+    return below[-1]
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
@@ -73,6 +91,7 @@ def lint(model: onnx.ModelProto, version: str) -> list[Finding]:
     line = version_line(version)
     table = tables()[line]
     supported = set(table["ops"])
+    constant_inputs: dict[str, list[int]] = table.get("constant_inputs", {})
     lo, hi = table["opset"]
     out: list[Finding] = []
     g = model.graph
@@ -130,10 +149,10 @@ def lint(model: onnx.ModelProto, version: str) -> list[Finding]:
                     add(name, f"TopK K={k} must be < {TOPK_MAX}")
             if _attr(n, "sorted", 1) != 1:
                 add(name, "TopK sorted must be 1")
-        elif n.op_type in ("Slice", "Unsqueeze", "Squeeze", "ReduceSum") and line in ("8.5", "8.6"):
-            axes_idx = {"Slice": 3, "Unsqueeze": 1, "Squeeze": 1, "ReduceSum": 1}[n.op_type]
-            if len(n.input) > axes_idx and n.input[axes_idx] and n.input[axes_idx] not in consts:
-                add(name, f"{n.op_type} axes must be a constant")
+        for idx in constant_inputs.get(n.op_type, ()):
+            if len(n.input) > idx and n.input[idx] and n.input[idx] not in consts:
+                what = "axis" if n.op_type == "CumSum" else "axes"
+                add(name, f"{n.op_type} {what} (input {idx}) must be a constant")
     return out
 
 

@@ -137,8 +137,60 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
 
+@dataclass
+class _Run:
+    """Everything the epochs share: built once by the setup steps, then read (and `step`, `best_map`,
+    `history` advanced) by the epoch steps."""
+
+    opt: TrainOptions
+    d: Dist
+    device: torch.device
+    cfg: ModelConfig
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    channels_last: bool
+    amp_dtype: torch.dtype | None
+    loader: DataLoader[Any]
+    sampler: Any
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    base_lr: float
+    total_steps: int
+    priors: torch.Tensor
+    val_src: Source | None
+    out: Path
+    meta_base: dict[str, Any]
+    pruning: dict[str, Any] | None
+    t_start: float = 0.0
+    step: int = 0
+    best_map: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
 def train(opt: TrainOptions) -> dict[str, Any]:
     """Train; writes OUT/last.pt (with optimizer state, for --resume), OUT/best.pt and OUT/log.jsonl."""
+    run, start_epoch = _setup(opt)
+    run.t_start = time.time()
+    for epoch in range(start_epoch, opt.epochs):
+        record, stop = _train_epoch(run, epoch)
+        if run.d.main and run.val_src is not None and _evaluates(opt, epoch, stop):
+            _evaluate_epoch(run, epoch, record)
+        run.history.append(record)
+        if run.d.main:
+            _save_epoch(run, epoch, record)
+        if stop:
+            break
+    if run.d.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return {"history": run.history, "best_map": run.best_map, "out": str(run.out),
+            "train_time_s": time.time() - run.t_start}  # fmt: skip
+
+
+def _setup(opt: TrainOptions) -> tuple[_Run, int]:
+    """Seed, processes, device, data, model, loader, optimizer, and the state of a resumed run; returns the
+    run and the first epoch to train."""
     torch.manual_seed(opt.seed)
     d = _setup_distributed(opt.device)
     device = _resolve_device(opt, d)
@@ -152,8 +204,38 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     if channels_last:
         model.to(memory_format=torch.channels_last)
     amp_dtype = _amp_dtype(opt, device)
+    dataset, sampler, loader = _data_loader(opt, train_src, cfg, d, device)
+    base_lr = opt.lr if opt.lr is not None else 0.4 * opt.batch / 256
+    optimizer = torch.optim.SGD(_param_groups(model, opt.weight_decay), lr=base_lr, momentum=opt.momentum)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
+    step, start_epoch, best_map, history = _resume_state(opt, start_ckpt, optimizer)
+    net: nn.Module = model
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
+    out = Path(opt.out)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    data_sha = sha256_file(train_src.coco_json) if train_src.coco_json else None
+    meta_base = {
+        "data": {"path": str(opt.data), "split": opt.train_split, "images": len(dataset), "sha256": data_sha},
+        "train_args": {k: v for k, v in asdict(opt).items() if k not in ("extra_meta",)},
+        **opt.extra_meta,
+    }
+    # A fine-tuned pruned model keeps the record of its pruning in every checkpoint it produces.
+    pruning = start_ckpt.get("pruning") if start_ckpt is not None else None
+    run = _Run(opt=opt, d=d, device=device, cfg=cfg, model=model, net=net, channels_last=channels_last,
+               amp_dtype=amp_dtype, loader=loader, sampler=sampler, optimizer=optimizer, scaler=scaler,
+               base_lr=base_lr, total_steps=len(loader) * opt.epochs, priors=priors_tensor(cfg.priors, device),
+               val_src=val_src, out=out, meta_base=meta_base, pruning=pruning, step=step, best_map=best_map,
+               history=history)  # fmt: skip
+    return run, start_epoch
 
-    dataset = DetectionDataset(train_src, train_transforms(cfg.input_size, cfg.mean, cfg.std, opt.zoom_out), cfg.color)
+
+def _data_loader(opt: TrainOptions, source: Source, cfg: ModelConfig, d: Dist,
+                 device: torch.device) -> tuple[DetectionDataset, Any, DataLoader[Any]]:  # fmt: skip
+    """The augmented training set, its sampler (one shard per process under DDP) and loader; each
+    process loads its share of the global batch."""
+    dataset = DetectionDataset(source, train_transforms(cfg.input_size, cfg.mean, cfg.std, opt.zoom_out), cfg.color)
     per_rank_batch = max(1, opt.batch // d.world)
     sampler = (
         DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, seed=opt.seed, drop_last=True)
@@ -172,146 +254,149 @@ def train(opt: TrainOptions) -> dict[str, Any]:
     )
     if len(loader) == 0:
         raise MfssdError(f"{len(dataset)} training images is fewer than one batch of {per_rank_batch}; lower --batch")
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * opt.epochs
-    base_lr = opt.lr if opt.lr is not None else 0.4 * opt.batch / 256
-    optimizer = torch.optim.SGD(_param_groups(model, opt.weight_decay), lr=base_lr, momentum=opt.momentum)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
+    return dataset, sampler, loader
 
-    step, start_epoch, best_map = 0, 0, -1.0
-    history: list[dict[str, Any]] = []
-    if opt.resume and start_ckpt is not None:
-        state = start_ckpt.get("train_state")
-        if not isinstance(state, dict):
-            raise MfssdError(f"{opt.resume} has no training state to resume from (use --finetune to start from it)")
-        optimizer.load_state_dict(state["optimizer"])
-        step, start_epoch, best_map = int(state["step"]), int(state["epoch"]), float(state["best_map"])
-        history = list(start_ckpt.get("meta", {}).get("history", []))
 
-    net: nn.Module = model
-    if d.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
-    priors = priors_tensor(cfg.priors, device)
-    out = Path(opt.out)
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-    data_sha = sha256_file(train_src.coco_json) if train_src.coco_json else None
-    meta_base = {
-        "data": {"path": str(opt.data), "split": opt.train_split, "images": len(dataset), "sha256": data_sha},
-        "train_args": {k: v for k, v in asdict(opt).items() if k not in ("extra_meta",)},
-        **opt.extra_meta,
-    }
-    # A fine-tuned pruned model keeps the record of its pruning in every checkpoint it produces.
-    pruning = start_ckpt.get("pruning") if start_ckpt is not None else None
-    t_start = time.time()
-    stop = False
+def _resume_state(opt: TrainOptions, start_ckpt: dict[str, Any] | None,
+                  optimizer: torch.optim.Optimizer) -> tuple[int, int, float, list[dict[str, Any]]]:  # fmt: skip
+    """(step, first epoch, best mAP, history): zeros for a fresh run; with --resume, where last.pt stopped
+    (the optimizer state loaded, so the schedule continues)."""
+    if not (opt.resume and start_ckpt is not None):
+        return 0, 0, -1.0, []
+    state = start_ckpt.get("train_state")
+    if not isinstance(state, dict):
+        raise MfssdError(f"{opt.resume} has no training state to resume from (use --finetune to start from it)")
+    optimizer.load_state_dict(state["optimizer"])
+    history = list(start_ckpt.get("meta", {}).get("history", []))
+    return int(state["step"]), int(state["epoch"]), float(state["best_map"]), history
+
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], bool]:
+    """One pass over the loader (or up to --max-steps); returns the epoch's record and whether to stop."""
     from tqdm import tqdm
 
-    for epoch in range(start_epoch, opt.epochs):
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
-        net.train()
-        sums = {"loss": 0.0, "loc": 0.0, "conf": 0.0}
-        seen, t_epoch = 0, time.time()
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch + 1}/{opt.epochs}",
-            disable=None if (opt.progress and d.main) else True,
-            leave=True,
+    opt, d = run.opt, run.d
+    if isinstance(run.sampler, DistributedSampler):
+        run.sampler.set_epoch(epoch)
+    run.net.train()
+    sums = {"loss": 0.0, "loc": 0.0, "conf": 0.0}
+    seen, t_epoch = 0, time.time()
+    stop = False
+    bar = tqdm(
+        run.loader,
+        desc=f"epoch {epoch + 1}/{opt.epochs}",
+        disable=None if (opt.progress and d.main) else True,
+        leave=True,
+    )
+    for images, targets in bar:
+        losses = _train_step(run, images, targets)
+        n = images.shape[0]
+        seen += n
+        for k, v in zip(("loss", "loc", "conf"), losses, strict=True):
+            sums[k] += float(v.detach()) * n
+        rate = seen * d.world / max(time.time() - t_epoch, 1e-9)
+        bar.set_postfix(
+            loss=f"{sums['loss'] / seen:.3f}",
+            img_s=f"{rate:.1f}",
+            lr=f"{run.optimizer.param_groups[0]['lr']:.4g}",
         )
-        for images, targets in bar:
-            for g in optimizer.param_groups:
-                g["lr"] = base_lr * lr_factor(step, total_steps, opt.warmup, opt.milestones)
-            images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            loc_t, conf_t = match(
-                [t["boxes"].to(device) for t in targets],
-                [t["labels"].to(device) for t in targets],
-                priors,
-                variances=cfg.priors.variances,
-            )
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loc, conf = net(images)
-            loss_l, loss_c = multibox_loss(loc, conf, loc_t, conf_t)
-            loss = loss_l + loss_c
-            if not torch.isfinite(loss):
-                raise MfssdError(f"loss became {loss.item()} at step {step}: lower --lr (now {base_lr:g})")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if opt.sparsity > 0:
-                scaler.unscale_(optimizer)
-                add_l1_subgradient(model, opt.sparsity)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            n = images.shape[0]
-            seen += n
-            for k, v in (("loss", loss), ("loc", loss_l), ("conf", loss_c)):
-                sums[k] += float(v.detach()) * n
-            rate = seen * d.world / max(time.time() - t_epoch, 1e-9)
-            bar.set_postfix(
-                loss=f"{sums['loss'] / seen:.3f}",
-                img_s=f"{rate:.1f}",
-                lr=f"{optimizer.param_groups[0]['lr']:.4g}",
-            )
-            if opt.max_steps is not None and step >= opt.max_steps:
-                stop = True
-                break
-        bar.close()
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": step,
-            **{k: v / max(seen, 1) for k, v in sums.items()},
-            "images_per_s": seen * d.world / max(time.time() - t_epoch, 1e-9),
-            "elapsed_s": time.time() - t_start,
-        }
-        if d.main:  # one line per epoch: what a log file shows when the progress bar is off (no TTY)
-            log.info("epoch %d/%d: loss %.3f (loc %.3f, conf %.3f), %.1f img/s, lr %.4g", epoch + 1, opt.epochs,
-                     record["loss"], record["loc"], record["conf"], record["images_per_s"],
-                     optimizer.param_groups[0]["lr"])  # fmt: skip
-        last_epoch = stop or epoch + 1 == opt.epochs
-        if d.main and val_src is not None and ((epoch + 1) % max(1, opt.eval_every) == 0 or last_epoch):
-            from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
-
-            pred = torch_predictor(model, str(device), channels_last=channels_last)
-            res = evaluate(pred, val_src, max_images=opt.eval_images, progress=opt.progress)
-            record["val"] = {"voc07_map": res["voc07_map"], "coco": res.get("coco", {})}
-            if opt.sparsity > 0:  # let users watch the gammas go to zero
-                from mfssd_deploy.train.sparsity import gamma_summary, plot_gammas
-
-                record["gammas"] = gamma_summary(model)
-                plot_gammas(model, str(out / f"gammas_epoch{epoch + 1:03d}.png"),
-                            f"epoch {epoch + 1}, sparsity {opt.sparsity:g}")  # fmt: skip
-            log.info(
-                "epoch %d: val mAP@0.5 (VOC07) %.4f, COCO AP %.4f",
-                epoch + 1,
-                res["voc07_map"],
-                res.get("coco", {}).get("AP", float("nan")),
-            )
-        history.append(record)
-        if d.main:
-            _save(out, model, cfg, opt, optimizer, step, epoch + 1, history, meta_base, t_start, best_map, pruning)
-            vmap = record.get("val", {}).get("voc07_map", float("nan"))
-            if not math.isnan(vmap) and vmap > best_map:
-                best_map = vmap
-                meta = {
-                    **meta_base,
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "metrics": record.get("val", {}),
-                    "train_time_s": time.time() - t_start,
-                }
-                save_checkpoint(out / "best.pt", model, config=cfg, meta=meta, pruning=pruning)
-            with atomic_path(out / "log.jsonl") as tmp:
-                tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-        if stop:
+        if opt.max_steps is not None and run.step >= opt.max_steps:
+            stop = True
             break
-    if d.world > 1:
-        import torch.distributed as dist
+    bar.close()
+    record: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "step": run.step,
+        **{k: v / max(seen, 1) for k, v in sums.items()},
+        "images_per_s": seen * d.world / max(time.time() - t_epoch, 1e-9),
+        "elapsed_s": time.time() - run.t_start,
+    }
+    if d.main:  # one line per epoch: what a log file shows when the progress bar is off (no TTY)
+        log.info("epoch %d/%d: loss %.3f (loc %.3f, conf %.3f), %.1f img/s, lr %.4g", epoch + 1, opt.epochs,
+                 record["loss"], record["loc"], record["conf"], record["images_per_s"],
+                 run.optimizer.param_groups[0]["lr"])  # fmt: skip
+    return record, stop
 
-        dist.destroy_process_group()
-    return {"history": history, "best_map": best_map, "out": str(out), "train_time_s": time.time() - t_start}
+
+def _train_step(run: _Run, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    """One optimizer step on a batch (scheduled LR, matching, mixed precision, L1 on the BN gammas);
+    returns (loss, loc loss, conf loss)."""
+    opt, device = run.opt, run.device
+    for g in run.optimizer.param_groups:
+        g["lr"] = run.base_lr * lr_factor(run.step, run.total_steps, opt.warmup, opt.milestones)
+    images = images.to(device, non_blocking=True)
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    loc_t, conf_t = match(
+        [t["boxes"].to(device) for t in targets],
+        [t["labels"].to(device) for t in targets],
+        run.priors,
+        variances=run.cfg.priors.variances,
+    )
+    with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+        loc, conf = run.net(images)
+    loss_l, loss_c = multibox_loss(loc, conf, loc_t, conf_t)
+    loss = loss_l + loss_c
+    if not torch.isfinite(loss):
+        raise MfssdError(f"loss became {loss.item()} at step {run.step}: lower --lr (now {run.base_lr:g})")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if opt.sparsity > 0:
+        run.scaler.unscale_(run.optimizer)
+        add_l1_subgradient(run.model, opt.sparsity)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.step += 1
+    return loss, loss_l, loss_c
+
+
+def _evaluates(opt: TrainOptions, epoch: int, stop: bool) -> bool:
+    """Every --eval-every epochs, and always after the last one."""
+    last_epoch = stop or epoch + 1 == opt.epochs
+    return (epoch + 1) % max(1, opt.eval_every) == 0 or last_epoch
+
+
+def _evaluate_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:
+    """Validation mAP into the epoch's record (and, under --sparsity, the gamma summary and histogram)."""
+    from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
+
+    opt = run.opt
+    assert run.val_src is not None
+    pred = torch_predictor(run.model, str(run.device), channels_last=run.channels_last)
+    res = evaluate(pred, run.val_src, max_images=opt.eval_images, progress=opt.progress)
+    record["val"] = {"voc07_map": res["voc07_map"], "coco": res.get("coco", {})}
+    if opt.sparsity > 0:  # let users watch the gammas go to zero
+        from mfssd_deploy.train.sparsity import gamma_summary, plot_gammas
+
+        record["gammas"] = gamma_summary(run.model)
+        plot_gammas(run.model, str(run.out / f"gammas_epoch{epoch + 1:03d}.png"),
+                    f"epoch {epoch + 1}, sparsity {opt.sparsity:g}")  # fmt: skip
+    log.info(
+        "epoch %d: val mAP@0.5 (VOC07) %.4f, COCO AP %.4f",
+        epoch + 1,
+        res["voc07_map"],
+        res.get("coco", {}).get("AP", float("nan")),
+    )
+
+
+def _save_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:
+    """last.pt every epoch, best.pt when the validation mAP improved, and log.jsonl (main process only)."""
+    opt, out = run.opt, run.out
+    _save(out, run.model, run.cfg, opt, run.optimizer, run.step, epoch + 1, run.history, run.meta_base, run.t_start,
+          run.best_map, run.pruning)  # fmt: skip
+    vmap = record.get("val", {}).get("voc07_map", float("nan"))
+    if not math.isnan(vmap) and vmap > run.best_map:
+        run.best_map = vmap
+        meta = {
+            **run.meta_base,
+            "epoch": epoch + 1,
+            "step": run.step,
+            "metrics": record.get("val", {}),
+            "train_time_s": time.time() - run.t_start,
+        }
+        save_checkpoint(out / "best.pt", run.model, config=run.cfg, meta=meta, pruning=run.pruning)
+    with atomic_path(out / "log.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in run.history))
 
 
 def _save(

@@ -1,0 +1,407 @@
+"""One benchmark run, as a library call: `run_bench(BenchRequest(fps=True, ...))` is `mfssd-bench --fps ...`.
+
+The command only parses its arguments into a BenchRequest, calls run_bench and prints or writes what comes
+back (format_text, write_outputs), so a script, a notebook or the demo runs the same benchmark without
+building another command's argv. Nothing here imports torch at module level: the lean runtime
+benchmarks end2end ONNX files without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mfssd_deploy.bench.report import Targets
+from mfssd_deploy.bench.suite import ALL_FORMATS, GROUPS
+from mfssd_deploy.errors import MfssdError
+
+if TYPE_CHECKING:
+    from mfssd_deploy.bench.engines import EngineTarget
+    from mfssd_deploy.bench.harness import Runner
+    from mfssd_deploy.bench.suite import Model, Spec
+
+log = logging.getLogger("mfssd_deploy")
+SoakRow = Callable[[dict[str, Any]], None]
+SOAK_HEADER = (
+    "| configuration | batch | calls | seconds | RSS start MB | RSS end MB | growth MB | second-half growth MB |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """Every setting of a run, with mfssd-bench's defaults (its --help says what each does).
+
+    Where the results go (--json, --csv, --markdown, --plot) is not part of the run: write_outputs.
+    """
+
+    fps: bool = False  # the speed table
+    soak: int | None = None  # N calls per configuration and batch size, and the memory growth
+    models: tuple[str, ...] | None = None  # groups (suite.GROUPS) and/or files; None: the four groups (soak: demo)
+    formats: tuple[str, ...] = ALL_FORMATS  # artifact kinds per group
+    batch_sizes: tuple[int, ...] = (1, 8)
+    iters: int | None = None  # timed calls per configuration and batch; None: `seconds` of timed work
+    seconds: float = 2.0
+    warmup: int = 2
+    peers: bool = True
+    val: str | None = None  # accuracy: "synth" (the demo's fresh synthetic set) or a dataset folder
+    val_images: int = 200
+    images: str | None = None  # folder of timing images; None: the bundled samples
+    device: str = "auto"  # auto | cpu | cuda
+    memory: bool = True  # each configuration's peak memory, alone in a fresh process
+    engines: bool = True  # on a GPU with TensorRT: build the groups' engines
+    cuda_graphs: bool = False
+    threads: int = 0  # CPU threads for ONNX Runtime and torch (0: all cores)
+    cache: Path | None = None  # None: suite.default_cache()
+    workspace_gb: float = 2.0  # TensorRT builder workspace of the groups' engines
+    timing_cache: Path | None = None  # None: one per GPU, TensorRT version and profile in `cache`
+    targets: Targets = field(default_factory=Targets)  # what the PASS/FAIL lines judge against
+
+
+def validate(req: BenchRequest) -> None:
+    """One line for a request that cannot run, before any work."""
+    if not req.fps and req.soak is None:
+        raise MfssdError("choose what to run: --fps (speed table) or --soak N (memory growth over N calls)")
+    if req.soak is not None and req.soak < 1:
+        raise MfssdError(f"--soak {req.soak}: give a number of calls >= 1")
+    unknown = set(req.formats) - set(ALL_FORMATS)
+    if unknown:
+        raise MfssdError(f"--formats: unknown {sorted(unknown)}; choose from {', '.join(ALL_FORMATS)}")
+
+
+@dataclass
+class _Loaded:
+    """What the timing needs once the configurations are loaded and warmed up."""
+
+    runners: list[Runner]
+    images: list[Any]
+    devices: list[str]
+    val_source: Any
+
+
+def run_bench(req: BenchRequest, on_soak_row: SoakRow | None = None) -> dict[str, Any]:
+    """The run: the bench JSON (docs/architecture.md) for --fps, {"soak": [...]} for --soak.
+
+    `on_soak_row` receives each soak row as soon as it is measured (a soak runs minutes).
+    """
+    validate(req)
+    torch = _torch()
+    if req.threads and torch is not None:
+        torch.set_num_threads(req.threads)
+    t_start = time.time()
+    loaded = _load_configurations(req)
+    if req.soak is not None:
+        return {"soak": _soak(loaded, req.batch_sizes, req.soak, on_soak_row)}
+    env = _environment(req, loaded.devices, torch)
+    _accuracy(loaded.runners, loaded.val_source, req.val_images, str(req.val))
+    rows = _timed_rows(loaded, req, env)
+    from mfssd_deploy.bench import report
+    from mfssd_deploy.bench.harness import peak_rss_mb
+
+    env["peak_rss_mb"] = peak_rss_mb()
+
+    targets, ratios = report.targets(rows, req.batch_sizes, req.targets)
+    return {"env": env, "rows": rows, "targets": [t.__dict__ for t in targets], "ratios": ratios,
+            "speed_ratios": report.speed_ratios(rows),
+            "settings": {"batches": list(req.batch_sizes), "iters": req.iters, "seconds": req.seconds,
+                         "warmup": req.warmup, "timing_images": len(loaded.images), "val": req.val},
+            "seconds": time.time() - t_start}  # fmt: skip
+
+
+def _load_configurations(req: BenchRequest) -> _Loaded:
+    """Models exported (once, cached), one spec per artifact, device and peer, memory measured in fresh
+    processes, then every configuration loaded and warmed up at each batch size."""
+    from mfssd_deploy.bench import harness, suite
+
+    groups = list(req.models or (GROUPS if req.fps else ("demo",)))
+    _require_group_extras([g for g in groups if g in GROUPS], bool(req.models))
+    devices = _devices(req.device)
+    cache = req.cache or suite.default_cache()
+    image_paths, images = _timing_images(req.images)
+    # the synthetic set calibrates the groups' INT8 exports and is the default validation set
+    need_data = req.val == "synth" or any(g in GROUPS for g in groups)
+    data = suite.synth_data(cache, calib=100, val=req.val_images) if need_data else None
+    val_source = _val_source(req.val, data)  # before the long work: a wrong --val DIR fails now
+    engines = engine_target(devices, req) if any(g in GROUPS for g in groups) else None
+    models = suite.prepare(groups, cache, data / "train" if data else None, engines)
+    specs = artifact_specs(models, req.formats, devices, max(req.batch_sizes), req.threads, req.cuda_graphs)
+    full = next((m for m in models if m.group == "full"), None)
+    if req.fps and req.peers and full is not None:
+        specs += suite.peer_specs(full.files["eager"], devices)
+    if not specs:
+        raise MfssdError("nothing to benchmark: check --models and --formats")
+    memory: list[dict[str, Any] | None] = [None] * len(specs)
+    if req.fps and req.memory:
+        from mfssd_deploy.bench.memory import peak_memory
+
+        log.info("peak memory of each configuration, alone in a fresh process (--no-memory skips)")
+        memory = [peak_memory(s, image_paths, req.batch_sizes) for s in specs]
+
+    log.info("loading %d configurations (each warmed up at batch %s)", len(specs), list(req.batch_sizes))
+    runners = [harness.load_and_warm(partial(suite.build_runner, s), images, req.batch_sizes) for s in specs]
+    for r, m in zip(runners, memory, strict=True):
+        r.facts["memory"] = m
+    return _Loaded(runners, images, devices, val_source)
+
+
+def _environment(req: BenchRequest, devices: list[str], torch: Any) -> dict[str, Any]:
+    """The machine, its libraries and its FP32 peaks, measured in the same run as the rows read against them."""
+    from mfssd_deploy.bench.stats import environment, fp32_peaks, gpu_fp32_peak
+
+    env = environment()
+    env["threads"] = req.threads or (torch.get_num_threads() if torch is not None else os.cpu_count())
+    log.info("measuring the FP32 peak (2048^3 matmul)")
+    env["fp32_matmul_gflops"] = fp32_peaks()
+    env["peak_fp32_gflops"] = max(env["fp32_matmul_gflops"].values())
+    if "cuda" in devices:
+        log.info("measuring the GPU's FP32 peak (4096^3 matmul, TF32 off)")
+        env["peak_fp32_gflops_gpu"] = gpu_fp32_peak()
+    return env
+
+
+def _timed_rows(loaded: _Loaded, req: BenchRequest, env: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per batch size, every configuration's calls interleaved round by round on the same images."""
+    from mfssd_deploy.bench import harness
+
+    rows: list[dict[str, Any]] = []
+    for b in req.batch_sizes:
+        chunk = harness.batch_of(loaded.images, b)
+        log.info("timing batch %d: %d configurations interleaved", b, len(loaded.runners))
+        timed = harness.interleaved(loaded.runners, chunk, warmup=req.warmup, iters=req.iters, seconds=req.seconds)
+        for r, (times, stages) in zip(loaded.runners, timed, strict=True):
+            rows.append(harness.make_row(r, b, times, stages, peak_for(r.facts, env)))
+    return rows
+
+
+def _soak(loaded: _Loaded, batches: Sequence[int], calls: int, on_row: SoakRow | None) -> list[dict[str, Any]]:
+    from mfssd_deploy.bench import harness, report
+
+    out = []
+    for r in loaded.runners:
+        for b in batches:  # every batch size: an allocator that grows per input shape shows here
+            s = harness.soak(r, harness.batch_of(loaded.images, b), calls)
+            s.update({"configuration": report.label({**r.facts, "batch": b}), "batch": b})
+            out.append(s)
+            if on_row is not None:
+                on_row(s)
+    return out
+
+
+def soak_line(s: dict[str, Any]) -> str:
+    """One soak row of the Markdown table under SOAK_HEADER."""
+    return (f"| {s['configuration']} | {s['batch']} | {s['iterations']} | {s['seconds']:.1f} | {s['rss_start_mb']:.0f} "
+            f"| {s['rss_end_mb']:.0f} | {s['growth_mb']:+.1f} | {s['growth_second_half_mb']:+.1f} |")  # fmt: skip
+
+
+def _torch() -> Any:
+    """torch when installed: the lean runtime benchmarks end2end ONNX files without it."""
+    try:
+        import torch
+
+        return torch
+    except ImportError:
+        return None
+
+
+def _devices(choice: str) -> list[str]:
+    if choice == "cpu":
+        return ["cpu"]
+    torch = _torch()
+    if torch is not None:
+        gpu = torch.cuda.is_available()
+    else:
+        import onnxruntime as ort
+
+        gpu = bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers()))
+    if choice == "cuda" and not gpu:
+        raise MfssdError("--device cuda but torch sees no CUDA GPU; use --device cpu")
+    if choice == "cuda":
+        return ["cuda"]
+    return ["cpu", "cuda"] if gpu else ["cpu"]
+
+
+def engine_target(devices: list[str], req: BenchRequest) -> EngineTarget | None:
+    """What to build the groups' TensorRT engines for, or None (no GPU, no TensorRT, or not asked)."""
+    from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget
+    from mfssd_deploy.engine_meta import import_tensorrt
+    from mfssd_deploy.errors import MissingExtraError
+    from mfssd_deploy.exporters.tensorrt_build import gpu_info
+
+    formats = tuple(f for f in req.formats if f in ENGINE_FORMATS)
+    if "cuda" not in devices or not formats or not req.engines:
+        return None
+    try:
+        version = str(import_tensorrt().__version__)
+        gpu = gpu_info()  # through torch: a lean install (ONNX Runtime GPU only) gets no engine rows
+    except MissingExtraError as exc:
+        log.info("no TensorRT engine rows: %s", exc)
+        return None
+    lo, hi = min(req.batch_sizes), max(req.batch_sizes)
+    return EngineTarget(gpu, version, (lo, hi, hi), formats, req.workspace_gb, req.timing_cache)
+
+
+def _timing_images(folder: str | None) -> tuple[list[Path], list[Any]]:
+    from mfssd_deploy.bundled import sample_images
+    from mfssd_deploy.inputs import image_files, load_images
+
+    files = image_files(Path(folder)) if folder else sample_images()
+    if not files:
+        raise MfssdError(f"--images {folder}: no images found (jpg, png, bmp, ...)")
+    files = files[:16]
+    arrays, _ = load_images([str(f) for f in files])
+    return files, arrays
+
+
+def artifact_specs(models: list[Model], formats: Sequence[str], devices: list[str], batch: int, threads: int,
+                   cuda_graphs: bool) -> list[Spec]:  # fmt: skip
+    """One configuration per artifact and device it runs on (a model's files in `formats`; files given by
+    path always)."""
+    from mfssd_deploy.bench.suite import detector_spec
+
+    out = []
+    for m in models:
+        for fmt, path in m.files.items():
+            if m.weights != "as given" and fmt not in formats:
+                continue
+            for dev in devices:
+                gpu_only, cpu_only = fmt == "engine" or fmt.startswith("trt-"), fmt in ("fp32-raw", "int8u8-e2e")
+                if (gpu_only and dev != "cuda") or (cpu_only and dev == "cuda"):
+                    continue  # u8 INT8 runs on CPUs only; on a GPU the raw graph is not the deployment path
+                out.append(detector_spec(path, m.group, fmt, m.weights, dev, batch, threads, cuda_graphs))
+    return out
+
+
+def _require_group_extras(groups: list[str], named: bool) -> None:
+    """The groups are checkpoints exported in this run (torch, onnx): without them, fail before the
+    synthetic data is generated, and say what runs in a lean install."""
+    import importlib
+
+    from mfssd_deploy.errors import MissingExtraError
+
+    if not groups:
+        return
+    for module in ("torch", "torchvision", "onnx", "onnxslim"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            which = (f"--models {','.join(groups)}: model groups are" if named
+                     else f"the default model groups ({', '.join(groups)}) are")  # fmt: skip
+            raise MissingExtraError(
+                f"{which} exported from checkpoints in this run, which needs {module} (not installed): "
+                'pip install "mfssd-deploy[export]"; or benchmark end2end ONNX files: --models FILE.onnx,...'
+            ) from exc
+
+
+def _val_source(val: str | None, data: Path | None) -> Any:
+    if val is None:
+        return None
+    from mfssd_deploy.data.sources import open_source
+
+    return open_source(data if val == "synth" and data else val, "val")
+
+
+def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> None:
+    if source is None:
+        return
+    from mfssd_deploy.bench.suite import RANDOM
+    from mfssd_deploy.evaluation.coco import coco_available
+    from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
+
+    coco = coco_available()  # APs needs pycocotools; mAP@0.5 (the targets' figure) does not
+    if not coco:
+        log.info('no APs column: pycocotools is not installed (pip install "mfssd-deploy[train]")')
+    for r in runners:
+        if r.detector is None or r.facts["weights"] == RANDOM:
+            continue
+        if tuple(r.detector.class_names) != tuple(source.class_names):
+            raise MfssdError(
+                f"--val: {r.facts['model']} detects {list(r.detector.class_names)} but the validation set has "
+                f"{list(source.class_names)}; pass --val DIR with a dataset of the model's classes"
+            )
+        log.info("accuracy of %s on %d images", r.facts["model"], len(source.records))
+        res = evaluate(detector_predictor(r.detector), source, max_images=max_images, coco=coco, progress=False)
+        r.facts["map"] = res["voc07_map"]
+        r.facts["aps"] = res.get("coco", {}).get("APs")
+        r.facts["val"] = {"data": label, "images": res["images"]}
+
+
+def peak_for(facts: dict[str, Any], env: dict[str, Any]) -> float | None:
+    """The FP32 peak a row is read against: its own device's (a GPU row against the GPU's matmul)."""
+    if facts.get("device", "cpu") == "cuda":
+        return env.get("peak_fp32_gflops_gpu")
+    return env.get("peak_fp32_gflops")
+
+
+def format_text(result: dict[str, Any]) -> str:
+    """The printed report of an --fps run: environment, table, notes, speed ratios, target lines."""
+    from mfssd_deploy.bench import report
+
+    env, rows = result["env"], result["rows"]
+    ratios = result["speed_ratios"]
+    ratio_lines = ["## Speed ratios (same run)", "", report.ratios_markdown(ratios), ""] if ratios else []
+    gpu, gpu_peak = ", no GPU", ""
+    if env.get("gpu"):
+        gpu = (f", GPU {env['gpu']} (sm_{''.join(map(str, env['compute_capability']))}, CUDA {env.get('cuda')}, "
+               f"driver {env.get('gpu_driver') or 'unknown'})")  # fmt: skip
+    if env.get("peak_fp32_gflops_gpu"):
+        gpu_peak = f"; GPU FP32 peak {env['peak_fp32_gflops_gpu']:.0f} GFLOP/s (4096^3 matmul, TF32 off)"
+    lines = [
+        f"# mfssd-bench --fps: {env['cpu']}, {env['threads']} threads{gpu}",
+        f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, tensorrt {env['tensorrt'] or 'not installed'}; "
+        f"FP32 peak measured in this run: {env['peak_fp32_gflops']:.0f} GFLOP/s (2048^3 matmul: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in env["fp32_matmul_gflops"].items())
+        + f"){gpu_peak}; peak RSS {env['peak_rss_mb']:.0f} MB",
+        "",
+        report.markdown(rows),
+        "",
+        _notes(rows),
+        "",
+        *ratio_lines,
+        "## Targets (docs/benchmarking.md)",
+        *(report.Target(**t).line() for t in result["targets"]),
+    ]
+    return "\n".join(lines)
+
+
+def _notes(rows: list[dict[str, Any]]) -> str:
+    groups = {r["group"] for r in rows}
+    notes = ["Latency and stage times are ms per batch (medians); img/s from the median."]
+    if groups & {"full", "full-pruned"}:
+        notes.append(
+            "* random weights: speed only (full-size 300x300 MFSSD-BN; the pruned one keeps the pruned demo model's "
+            "per-layer channel fractions, at its parameter ratio, widths rounded to multiples of 8): scores are near "
+            "uniform, so every configuration's NMS works at its cap."
+        )
+    if "peer" in groups:
+        notes.append("Peers run end to end (no stage split).")
+    if any(r.get("memory_mb") for r in rows):
+        notes.append("mem MB: peak resident memory of a fresh process running only that configuration"
+                     + (" (+ GPU: device memory it holds after its runs, above the CUDA context)."
+                        if any(r.get("gpu_memory_mb") is not None for r in rows) else "."))  # fmt: skip
+    return " ".join(notes)
+
+
+def write_outputs(result: dict[str, Any], text: str, *, json: str | Path | None = None, csv: str | Path | None = None,
+                  markdown: str | Path | None = None, plot: str | Path | None = None) -> None:  # fmt: skip
+    """The files of an --fps run, each written atomically: the bench JSON, one CSV line per row, the
+    printed report as Markdown, the PNG plot (needs matplotlib)."""
+    from mfssd_deploy.bench import report
+    from mfssd_deploy.fileio import atomic_path, write_json
+
+    if json:
+        write_json(json, result)
+    if csv:
+        with atomic_path(csv) as tmp:
+            tmp.write_text(report.to_csv(result["rows"]))
+    if markdown:
+        with atomic_path(markdown) as tmp:
+            tmp.write_text(text + "\n")
+    if plot:
+        env = result["env"]
+        report.plot(result["rows"], Path(plot), f"mfssd-bench --fps on {env['cpu']} ({env['threads']} threads)")
