@@ -120,3 +120,21 @@ def test_presets_of_the_paper_comparison() -> None:
         ablation.config.widths["fuse_a"] == 256 == ablation.config.widths["fuse_b"] == ablation.config.widths["fuse_c"]
     )
     assert build_model("mfssd_bn_111", 21, width=0.25).config.widths["fuse_a"] == 64
+
+
+def test_l2norm_has_finite_gradients_at_an_all_zero_location() -> None:
+    """The reference formula's sqrt has an infinite gradient at 0: SSD300 training went NaN (dead ReLU columns)."""
+    from mfssd_deploy.models.layers import L2Norm
+
+    x = torch.rand(2, 8, 5, 5)
+    ref = x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10) * 20.0  # the reference SSD's forward
+    layer = L2Norm(8)
+    torch.testing.assert_close(layer(x), ref)
+    x = x.clone()
+    x[:, :, 2, 3] = 0.0
+    x.requires_grad_(True)
+    layer(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    x.grad = None
+    (x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)).sum().backward()
+    assert x.grad is not None and not torch.isfinite(x.grad).all()  # what the old formula did
