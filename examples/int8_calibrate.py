@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from mfssd_deploy.bench.harness import batch_of, interleaved
     from mfssd_deploy.bench.suite import build_runner, detector_spec
-    from mfssd_deploy.bundled import demo_model, sample_images
     from mfssd_deploy.data.synth import generate
+    from mfssd_deploy.demo_assets import demo_model, sample_images
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
-    from mfssd_deploy.inputs import read_image
+    from mfssd_deploy.runtime.inputs import read_image
 
     out = Path(args.out)
     data = out / "data"

@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/prune_example", help="work folder")
     args = ap.parse_args(argv)
 
-    from mfssd_deploy.bundled import demo_model, sample_images
     from mfssd_deploy.checkpoint import load_model, save_checkpoint
     from mfssd_deploy.cli.bench import main as bench
     from mfssd_deploy.data.synth import generate
+    from mfssd_deploy.demo_assets import demo_model, sample_images
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
     from mfssd_deploy.fileio import sha256_file
     from mfssd_deploy.prune import prune_model, pruning_record, widths_of

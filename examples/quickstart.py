@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 
 from mfssd_deploy import Detector
-from mfssd_deploy.bundled import sample_images
-from mfssd_deploy.inputs import read_image
+from mfssd_deploy.demo_assets import sample_images
+from mfssd_deploy.runtime.inputs import read_image
 
 
 def main(argv: list[str] | None = None) -> int:

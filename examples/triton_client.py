@@ -27,7 +27,7 @@ def make_detector(url: str, model: str, grpc: bool, conf: float | None, client: 
                   timeout_s: float = 60.0):  # type: ignore[no-untyped-def]  # fmt: skip
     """A Detector whose inference runs on the Triton server (client: injected in tests)."""
     from mfssd_deploy import Detector
-    from mfssd_deploy.backends.triton_backend import TritonBackend
+    from mfssd_deploy.runtime.backends.triton_backend import TritonBackend
 
     backend = TritonBackend(url, model, "grpc" if grpc else "http", client=client, timeout_s=timeout_s)
     return Detector.from_backend(backend, f"triton:{model}", conf=conf)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/triton", help="folder for the annotated images")
     args = ap.parse_args(argv)
 
-    from mfssd_deploy.inputs import read_image
+    from mfssd_deploy.runtime.inputs import read_image
 
     url = args.url or ("localhost:8001" if args.grpc else "localhost:8000")
     out = Path(args.out)

@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         return 0
 
-    from mfssd_deploy.bundled import sample_images
     from mfssd_deploy.checkpoint import load_model
     from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.demo_assets import sample_images
     from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
     from mfssd_deploy.exporters.pipeline import ExportRequest, format_report, run_export
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(format_report(report))
 
-    from mfssd_deploy.detector import Detector
+    from mfssd_deploy.runtime.detector import Detector
 
     int8 = next(a["path"] for a in report["artifacts"] if a["precision"] == "int8-qdq" and a["layout"] == "end2end")
     det = Detector(int8, conf=0.3)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = sample_images()
     import cv2
 
-    from mfssd_deploy.inputs import read_image
+    from mfssd_deploy.runtime.inputs import read_image
 
     for path, r in zip(samples, det([str(p) for p in samples]), strict=True):
         found = ", ".join(f"{n} {s:.2f}" for n, s in zip(r.names, r.scores, strict=True)) or "nothing"

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mfssd_deploy.evaluation.voc import box_iou_np
-from mfssd_deploy.results import Result
+from mfssd_deploy.runtime.results import Result
 
 
 def same(a: list[Result], b: list[Result], iou: float = 0.99, tol: float = 1e-4) -> None:

@@ -10,11 +10,11 @@ import onnx
 import pytest
 
 from mfssd_deploy.artifacts import ENGINE_PRECISIONS, parse_meta
-from mfssd_deploy.backends.triton_backend import mfssd_meta
 from mfssd_deploy.config import ModelConfig
-from mfssd_deploy.engine_meta import read_engine_meta
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.models import build_model
+from mfssd_deploy.runtime.backends.triton_backend import mfssd_meta
+from mfssd_deploy.runtime.engine_meta import read_engine_meta
 
 
 def meta(**over: object) -> dict:
@@ -72,7 +72,7 @@ def test_exported_files_are_named_by_the_table(artifacts: dict[str, Path]) -> No
 
 
 def test_every_backend_meets_the_protocol(artifacts: dict[str, Path]) -> None:
-    from mfssd_deploy.backends import Backend, make_backend
+    from mfssd_deploy.runtime.backends import Backend, make_backend
 
     for key in ("pt", "e2e", "raw"):
         b = make_backend(artifacts[key], None, "cpu", 4, {})
@@ -84,7 +84,7 @@ def test_every_backend_meets_the_protocol(artifacts: dict[str, Path]) -> None:
 
 
 def test_registry_refuses_what_a_backend_cannot_load(artifacts: dict[str, Path]) -> None:
-    from mfssd_deploy.backends import make_backend
+    from mfssd_deploy.runtime.backends import make_backend
 
     with pytest.raises(MfssdError, match=r"backend 'torch' cannot run a \.onnx file \(use 'onnxruntime'"):
         make_backend(artifacts["e2e"], "torch", "cpu", 1, {})
@@ -93,8 +93,8 @@ def test_registry_refuses_what_a_backend_cannot_load(artifacts: dict[str, Path])
 
 
 def test_detector_serialises_a_backend_that_is_not_thread_safe(artifacts: dict[str, Path]) -> None:
-    from mfssd_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from mfssd_deploy.detector import Detector
+    from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mfssd_deploy.runtime.detector import Detector
 
     safe = OnnxRuntimeBackend(artifacts["e2e"])
     assert Detector.from_backend(safe, "x")._lock is None

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from mfssd_deploy.bench.engines import EngineTarget, build_group_engines, engine_tag
-from mfssd_deploy.engine_meta import read_engine_meta
 from mfssd_deploy.errors import MissingExtraError
+from mfssd_deploy.runtime.engine_meta import read_engine_meta
 
 from fake_tensorrt import make_fake_tensorrt
 

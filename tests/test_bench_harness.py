@@ -87,10 +87,10 @@ def test_rss_is_measured() -> None:
 
 
 def test_fullsize_pruned_config_matches_the_demo_parameter_ratio() -> None:
-    from mfssd_deploy.bench.fullsize import _params, fullsize_config, pruned_config_like, pruned_widths_like
-    from mfssd_deploy.bundled import demo_model, pruned_demo_model
+    from mfssd_deploy.bench.fullsize_models import _params, fullsize_config, pruned_config_like, pruned_widths_like
     from mfssd_deploy.checkpoint import read_checkpoint
     from mfssd_deploy.config import BASE_WIDTHS, ModelConfig
+    from mfssd_deploy.demo_assets import demo_model, pruned_demo_model
 
     u, p = (ModelConfig.from_dict(read_checkpoint(m)["config"]) for m in (demo_model(), pruned_demo_model()))
     target = _params(p) / _params(u)

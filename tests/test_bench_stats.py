@@ -35,7 +35,7 @@ def test_environment_and_peak() -> None:
 
 def test_model_facts_are_the_measured_architecture(artifacts: dict) -> None:  # type: ignore[type-arg]
     from mfssd_deploy import Detector
-    from mfssd_deploy.bench.facts import model_facts
+    from mfssd_deploy.bench.model_size import model_facts
     from mfssd_deploy.complexity import measure
     from mfssd_deploy.models import build_from_config, build_model
 

@@ -23,8 +23,8 @@ else:  # pytest depends on tomli before 3.11
     import tomli as tomllib
 
 from mfssd_deploy import Detector
-from mfssd_deploy.bundled import DEMO_MODEL, DEMO_MODEL_CARD, DEMO_ONNX, DEMO_ONNX_INT8, demo_onnx, sample_images
 from mfssd_deploy.checkpoint import read_checkpoint
+from mfssd_deploy.demo_assets import DEMO_MODEL, DEMO_MODEL_CARD, DEMO_ONNX, DEMO_ONNX_INT8, demo_onnx, sample_images
 from mfssd_deploy.evaluation.voc import box_iou_np
 
 from helpers import same

@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from mfssd_deploy import Detector
-from mfssd_deploy.bundled import DEMO_MODEL, DEMO_MODEL_CARD, PRUNED_DEMO_MODEL, PRUNED_MODEL_CARD, sample_images
 from mfssd_deploy.checkpoint import read_checkpoint
+from mfssd_deploy.demo_assets import DEMO_MODEL, DEMO_MODEL_CARD, PRUNED_DEMO_MODEL, PRUNED_MODEL_CARD, sample_images
 
 from fake_tensorrt import make_fake_tensorrt
 from helpers import same

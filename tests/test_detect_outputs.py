@@ -15,9 +15,9 @@ from mfssd_deploy import Detector
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.cli.detect import build_parser
 from mfssd_deploy.cli.detect import main as detect_main
-from mfssd_deploy.inputs import read_image
-from mfssd_deploy.results import Result
-from mfssd_deploy.streaming import open_source
+from mfssd_deploy.runtime.inputs import read_image
+from mfssd_deploy.runtime.results import Result
+from mfssd_deploy.runtime.streaming import open_source
 
 
 def cli(*args: str) -> int:

@@ -135,7 +135,7 @@ def test_lean_runtime_runs_end2end_without_torch(artifacts: dict[str, Path]) -> 
 
 
 def test_provider_choice() -> None:
-    from mfssd_deploy.backends.onnxruntime_backend import choose_providers
+    from mfssd_deploy.runtime.backends.onnxruntime_backend import choose_providers
 
     cpu = choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], {}, None, {})
     assert [n for n, _ in cpu] == ["CPUExecutionProvider"]
@@ -173,8 +173,8 @@ def test_torch_backend_on_cuda_waits_for_the_gpu_inside_infer(artifacts: dict[st
 
     import torch
 
-    from mfssd_deploy.backends.torch_backend import TorchBackend
     from mfssd_deploy.checkpoint import load_model
+    from mfssd_deploy.runtime.backends.torch_backend import TorchBackend
 
     calls: list[str] = []
 

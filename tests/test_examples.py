@@ -40,7 +40,7 @@ def test_every_example_explains_itself(script: str, tmp_path: Path) -> None:
 
 def test_quickstart_prints_and_draws_what_the_detector_finds(tmp_path: Path) -> None:
     from mfssd_deploy import Detector
-    from mfssd_deploy.bundled import sample_images
+    from mfssd_deploy.demo_assets import sample_images
 
     out = run("quickstart.py", "--out", str(tmp_path / "q"), cwd=tmp_path)
     expected = Detector(conf=0.3)([str(p) for p in sample_images()])
@@ -78,7 +78,7 @@ def test_eval_detections_errors_are_one_line(synth: Path, tmp_path: Path, capsys
 
 
 def test_video_writes_an_annotated_video(tmp_path: Path) -> None:
-    from mfssd_deploy.bundled import sample_images
+    from mfssd_deploy.demo_assets import sample_images
 
     src = tmp_path / "in.mp4"
     w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
@@ -153,9 +153,9 @@ def test_triton_client_builds_the_request_and_reads_the_answer(protocol: str, tm
     finally:
         sys.path.remove(str(EXAMPLES))
     from mfssd_deploy import Detector
-    from mfssd_deploy.bundled import sample_images
     from mfssd_deploy.cli.export import main as export_main
-    from mfssd_deploy.preprocess import preprocess_batch
+    from mfssd_deploy.demo_assets import sample_images
+    from mfssd_deploy.runtime.preprocess import preprocess_batch
 
     repo = tmp_path / "repo"
     argv = ["--out-dir", str(tmp_path / "x"), "--end2end", "--triton", str(repo), "--batch-profile", "1,4,8"]

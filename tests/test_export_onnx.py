@@ -132,7 +132,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_int8_is_symmetric_per_channel_qdq(
     model: torch.nn.Module, raw: onnx.ModelProto, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mfssd_deploy.inputs import list_images
+    from mfssd_deploy.runtime.inputs import list_images
 
     cache = tmp_path / "calib.json"
     q = quantize_int8(raw, model.config, list_images(images), cache_path=cache)
@@ -178,7 +178,7 @@ def test_int8_is_symmetric_per_channel_qdq(
 def test_int8_u8_activations_for_onnx_runtime_cpu(model: torch.nn.Module, raw: onnx.ModelProto, images: Path) -> None:
     """The CPU-tuned variant: uint8 activations with real zero points, int8 symmetric weights, same accuracy."""
     from mfssd_deploy.exporters.trt_lint import lint, tables
-    from mfssd_deploy.inputs import list_images
+    from mfssd_deploy.runtime.inputs import list_images
 
     q = quantize_int8(raw, model.config, list_images(images), activations="u8")
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
@@ -201,7 +201,7 @@ def test_int8_u8_activations_for_onnx_runtime_cpu(model: torch.nn.Module, raw: o
 
 def test_int8_keep_fp32_nodes(model: torch.nn.Module, raw: onnx.ModelProto, images: Path) -> None:
     from mfssd_deploy.exporters.quantize import resolve_nodes
-    from mfssd_deploy.inputs import list_images
+    from mfssd_deploy.runtime.inputs import list_images
 
     keep = resolve_nodes(raw, ["first-conv", "heads"])
     assert len(keep) == 1 + 12  # the first conv and 6 loc + 6 conf heads

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from mfssd_deploy.bundled import DEMO_MODEL, PRUNED_DEMO_MODEL
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.cli.export import main as export_main
+from mfssd_deploy.demo_assets import DEMO_MODEL, PRUNED_DEMO_MODEL
 from mfssd_deploy.exporters.limits import MIN_AGREEMENT
 from mfssd_deploy.fileio import sha256_file
 

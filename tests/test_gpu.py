@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from mfssd_deploy.bundled import demo_model, sample_images
-from mfssd_deploy.detector import Detector
+from mfssd_deploy.demo_assets import demo_model, sample_images
 from mfssd_deploy.exporters.parity import agreement, match_detections
-from mfssd_deploy.results import Result
+from mfssd_deploy.runtime.detector import Detector
+from mfssd_deploy.runtime.results import Result
 
 from helpers import same
 
@@ -60,7 +60,7 @@ def _padded(results: list[Result], k: int = 200) -> tuple[np.ndarray, ...]:
 
 @pytest.mark.usefixtures("no_tf32")
 def test_torch_backend_raw_outputs_on_cuda_equal_cpu(artifacts: dict[str, Path]) -> None:
-    from mfssd_deploy.backends.torch_backend import TorchBackend
+    from mfssd_deploy.runtime.backends.torch_backend import TorchBackend
 
     cpu = Detector(artifacts["pt"])
     for n in (1, 4):

@@ -27,8 +27,8 @@ import torch
 
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.cli.detect import main as detect_main
-from mfssd_deploy.detector import Detector
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.runtime.detector import Detector
 
 from helpers import same
 

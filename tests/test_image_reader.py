@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mfssd_deploy import Detector
-from mfssd_deploy.inputs import read_image
+from mfssd_deploy.runtime.inputs import read_image
 
 from helpers import same
 

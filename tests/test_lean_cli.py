@@ -21,8 +21,8 @@ if sys.version_info >= (3, 11):
 else:  # pytest depends on tomli before 3.11
     import tomli as tomllib
 
-from mfssd_deploy.bundled import DEMO_ONNX, DEMO_ONNX_INT8, SAMPLES, sample_images
 from mfssd_deploy.cli import COMMAND_EXTRAS, EXTRA_MODULES, MODULE_EXTRAS, run_cli
+from mfssd_deploy.demo_assets import DEMO_ONNX, DEMO_ONNX_INT8, SAMPLES, sample_images
 
 from test_lean_import import run_lean
 
@@ -137,7 +137,7 @@ def test_lean_script_names_the_extra_in_one_line(name: str, synth: Path, tmp_pat
 
 
 def test_lean_detect_runs_the_bundled_onnx_by_default(tmp_path: Path) -> None:
-    from mfssd_deploy.detector import Detector
+    from mfssd_deploy.runtime.detector import Detector
 
     r = run_script("mfssd-detect", [str(SAMPLES), "--save-dir", "d", "--no-progress"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -151,8 +151,8 @@ def test_lean_detect_runs_the_bundled_onnx_by_default(tmp_path: Path) -> None:
 
 def test_lean_eval_scores_an_onnx_model_without_pycocotools(synth: Path, tmp_path: Path) -> None:
     from mfssd_deploy.data.sources import open_source
-    from mfssd_deploy.detector import Detector
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
+    from mfssd_deploy.runtime.detector import Detector
 
     r = run_script("mfssd-eval", ["--model", str(DEMO_ONNX_INT8), "--data", str(synth), "--json", "e.json",
                                   "--no-progress"], tmp_path)  # fmt: skip
@@ -211,8 +211,8 @@ def test_help_states_each_default_once_and_never_none(name: str, monkeypatch: py
 
 
 def test_bundled_defaults_differ_only_where_torch_is_missing() -> None:
-    from mfssd_deploy.bundled import DEMO_MODEL, default_model
+    from mfssd_deploy.demo_assets import DEMO_MODEL, default_model
 
     assert default_model() == DEMO_MODEL  # this (full) install: the checkpoint, every option works on it
-    r = run_lean("from mfssd_deploy.bundled import default_model; print(default_model())")
+    r = run_lean("from mfssd_deploy.demo_assets import default_model; print(default_model())")
     assert r.returncode == 0 and r.stdout.strip() == str(DEMO_ONNX), r.stderr

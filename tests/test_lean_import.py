@@ -137,8 +137,8 @@ def test_bench_runs_an_end2end_model_without_torch(artifacts: dict, tmp_path) ->
     # One rule for the pre + post target in every install (issue 13, 7a): this narrow model (width 0.125)
     # was PASS in a lean install, where GFLOPs are blank, and UNCHECKED in a full one, where they are not.
     from mfssd_deploy.bench import report
-    from mfssd_deploy.bench.facts import model_facts
-    from mfssd_deploy.detector import Detector
+    from mfssd_deploy.bench.model_size import model_facts
+    from mfssd_deploy.runtime.detector import Detector
 
     lean = next(t for t in result["targets"] if t["name"].startswith("pre + post"))
     assert lean["status"] == "UNCHECKED" and "narrow model" in lean["detail"], lean
@@ -165,11 +165,11 @@ def test_pre_post_target_judges_only_rows_known_to_be_full_size() -> None:
 def test_compute_fraction_tracks_measured_gflops() -> None:
     """The torch-free estimate the rule uses, against GFLOPs measured by hooks on the torch model."""
     from mfssd_deploy.bench import report
-    from mfssd_deploy.bench.facts import model_facts
-    from mfssd_deploy.bench.fullsize import fullsize_config, pruned_config_like
-    from mfssd_deploy.bundled import demo_model, pruned_demo_model
+    from mfssd_deploy.bench.fullsize_models import fullsize_config, pruned_config_like
+    from mfssd_deploy.bench.model_size import model_facts
     from mfssd_deploy.checkpoint import read_checkpoint
     from mfssd_deploy.config import ModelConfig, make_config
+    from mfssd_deploy.demo_assets import demo_model, pruned_demo_model
 
     demo, pruned = (ModelConfig.from_dict(read_checkpoint(m)["config"]) for m in (demo_model(), pruned_demo_model()))
     configs = [demo, pruned, fullsize_config(), pruned_config_like(demo, pruned, multiple=8),

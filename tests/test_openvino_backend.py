@@ -18,12 +18,12 @@ import pytest
 
 pytest.importorskip("openvino")
 
-from mfssd_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
-from mfssd_deploy.backends.openvino_backend import OpenVinoBackend
-from mfssd_deploy.bundled import DEMO_ONNX, DEMO_ONNX_INT8, sample_images
-from mfssd_deploy.detector import Detector
+from mfssd_deploy.demo_assets import DEMO_ONNX, DEMO_ONNX_INT8, sample_images
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.parity import agreement, match_detections
+from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from mfssd_deploy.runtime.backends.openvino_backend import OpenVinoBackend
+from mfssd_deploy.runtime.detector import Detector
 
 from helpers import assert_thread_safe, same
 
@@ -209,8 +209,8 @@ def test_without_openvino_names_the_extra(artifacts: dict[str, Path], monkeypatc
 
 def test_cpu_default_rule_puts_symmetric_int8_on_openvino(artifacts: dict[str, Path],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from mfssd_deploy.backends import ONNX_CPU_ENV, default_backend
-    from mfssd_deploy.detector import Detector
+    from mfssd_deploy.runtime.backends import ONNX_CPU_ENV, default_backend
+    from mfssd_deploy.runtime.detector import Detector
 
     monkeypatch.delenv(ONNX_CPU_ENV, raising=False)
     assert default_backend(artifacts["int8"], "cpu") == "openvino"

@@ -140,7 +140,7 @@ def test_nms_override_is_the_one_validation() -> None:
 
 
 def test_scale_to_image_inverts_the_normalisation() -> None:
-    from mfssd_deploy.preprocess import scale_to_image
+    from mfssd_deploy.runtime.preprocess import scale_to_image
 
     h, w = 480, 640
     px = np.array([[10, 20, 300, 400], [-5, -5, 700, 500]], np.float32)

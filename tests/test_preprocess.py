@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mfssd_deploy.preprocess import preprocess_batch
+from mfssd_deploy.runtime.preprocess import preprocess_batch
 
 
 @pytest.mark.parametrize("color", ["rgb", "bgr"])

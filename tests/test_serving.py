@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 
 from mfssd_deploy import Detector
-from mfssd_deploy.bundled import DEMO_MODEL, DEMO_ONNX, DEMO_ONNX_INT8, sample_images
-from mfssd_deploy.results import Result
+from mfssd_deploy.demo_assets import DEMO_MODEL, DEMO_ONNX, DEMO_ONNX_INT8, sample_images
+from mfssd_deploy.runtime.results import Result
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_SERVE = importlib.util.find_spec("pytriton") is not None
@@ -137,7 +137,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 def tensor_results(url: str, protocol: str, model: str = "demo", images: list[Any] | None = None) -> list[Result]:
     """The tensor model through TritonBackend + Detector.from_backend (its connection closed after)."""
-    from mfssd_deploy.backends.triton_backend import TritonBackend
+    from mfssd_deploy.runtime.backends.triton_backend import TritonBackend
 
     backend = TritonBackend(url, model, protocol, timeout_s=30)
     try:

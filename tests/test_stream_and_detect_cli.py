@@ -13,7 +13,7 @@ from mfssd_deploy import Detector
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.cli.detect import main as detect_main
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.streaming import prefetch
+from mfssd_deploy.runtime.streaming import prefetch
 
 from helpers import same
 
@@ -77,7 +77,7 @@ def test_stream_errors(artifacts: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_prefetch_surfaces_worker_errors() -> None:
-    from mfssd_deploy.streaming import Frame
+    from mfssd_deploy.runtime.streaming import Frame
 
     def boom(images: list[np.ndarray]) -> np.ndarray:
         raise ValueError("decode failed")

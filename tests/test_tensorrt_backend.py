@@ -25,7 +25,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-import mfssd_deploy.backends.tensorrt_backend as trt_backend
+import mfssd_deploy.runtime.backends.tensorrt_backend as trt_backend
 from mfssd_deploy import Detector
 from mfssd_deploy.errors import MfssdError
 

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from mfssd_deploy.checkpoint import save_checkpoint
-from mfssd_deploy.engine_meta import check_engine_compat, import_tensorrt, read_engine_meta
 from mfssd_deploy.errors import MfssdError, MissingExtraError
 from mfssd_deploy.exporters.tensorrt_build import (
     POSTPROCESS_PREFIX,
@@ -25,6 +24,7 @@ from mfssd_deploy.exporters.tensorrt_build import (
     timing_cache_path,
 )
 from mfssd_deploy.models import build_model
+from mfssd_deploy.runtime.engine_meta import check_engine_compat, import_tensorrt, read_engine_meta
 
 from fake_tensorrt import make_fake_tensorrt
 

@@ -22,13 +22,13 @@ from sahi.slicing import get_slice_bboxes
 from sahi.utils.compatibility import fix_full_shape_list, fix_shift_amount_list
 
 from mfssd_deploy import Detector
-from mfssd_deploy.bundled import DEMO_MODEL, DEMO_ONNX
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.cli.detect import main as detect_main
 from mfssd_deploy.cli.eval import main as eval_main
 from mfssd_deploy.data.synth import LARGE_FRAME_SIZES, LARGE_FRAMES, SynthSpec, generate, generate_large, make_image
+from mfssd_deploy.demo_assets import DEMO_MODEL, DEMO_ONNX
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.results import Result
+from mfssd_deploy.runtime.results import Result
 from mfssd_deploy.tiling import Tiling, map_to_image, merge, merge_torch, plan_crops, tile_grid
 
 from helpers import same

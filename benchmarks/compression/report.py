@@ -23,10 +23,10 @@ def stage_row(label: str, ckpt: Path, data: Path, calib: Path, tmp: Path, val_im
     from mfssd_deploy.checkpoint import load_model
     from mfssd_deploy.complexity import measure
     from mfssd_deploy.data.sources import open_source
-    from mfssd_deploy.detector import Detector
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
-    from mfssd_deploy.inputs import list_images
+    from mfssd_deploy.runtime.detector import Detector
+    from mfssd_deploy.runtime.inputs import list_images
 
     model = load_model(ckpt)
     c = measure(model)

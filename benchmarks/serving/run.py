@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from mfssd_deploy import Detector  # noqa: E402
-from mfssd_deploy.bundled import DEMO_ONNX, sample_images  # noqa: E402
+from mfssd_deploy.demo_assets import DEMO_ONNX, sample_images  # noqa: E402
 from mfssd_deploy.fileio import write_json  # noqa: E402
 from mfssd_deploy.serving.images import decode_image, image_rows  # noqa: E402
 from mfssd_deploy.serving.load import batching, model_stats, run_load, settled_stats  # noqa: E402

@@ -29,11 +29,11 @@ import cv2
 import numpy as np
 
 from mfssd_deploy import Detector, __version__
-from mfssd_deploy.bundled import DEMO_MODEL, DEMO_ONNX, DEMO_ONNX_INT8
 from mfssd_deploy.data.sources import open_source
 from mfssd_deploy.data.synth import generate_large
+from mfssd_deploy.demo_assets import DEMO_MODEL, DEMO_ONNX, DEMO_ONNX_INT8
 from mfssd_deploy.evaluation.runner import evaluate
-from mfssd_deploy.inputs import read_image
+from mfssd_deploy.runtime.inputs import read_image
 from mfssd_deploy.tiling import Tiling, plan_crops, tile_grid
 
 TILE = 300
@@ -134,7 +134,7 @@ def openvino_detector(conf: float | None) -> Detector | None:
     except Exception:
         pass
     try:
-        from mfssd_deploy.backends.openvino_backend import OpenVinoBackend
+        from mfssd_deploy.runtime.backends.openvino_backend import OpenVinoBackend
 
         return Detector.from_backend(OpenVinoBackend(DEMO_ONNX, "cpu"), DEMO_ONNX.name, conf=conf)
     except Exception as exc:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     spec = json.loads(args.spec)
     from mfssd_deploy.bench.harness import batch_of, peak_rss_mb
-    from mfssd_deploy.inputs import load_images
+    from mfssd_deploy.runtime.inputs import load_images
 
     images, _ = load_images(args.images)
     # the libraries the configuration needs count in the baseline; the model and its buffers above it

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mfssd_deploy.boxes import box_iou, decode
-from mfssd_deploy.preprocess import preprocess_batch
+from mfssd_deploy.runtime.preprocess import preprocess_batch
 
 
 def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float, top_k: int = 200) -> torch.Tensor:

@@ -229,9 +229,9 @@ def _devices(choice: str) -> list[str]:
 def engine_target(devices: list[str], req: BenchRequest) -> EngineTarget | None:
     """What to build the groups' TensorRT engines for, or None (no GPU, no TensorRT, or not asked)."""
     from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget
-    from mfssd_deploy.engine_meta import import_tensorrt
     from mfssd_deploy.errors import MissingExtraError
     from mfssd_deploy.exporters.tensorrt_build import gpu_info
+    from mfssd_deploy.runtime.engine_meta import import_tensorrt
 
     formats = tuple(f for f in req.formats if f in ENGINE_FORMATS)
     if "cuda" not in devices or not formats or not req.engines:
@@ -247,8 +247,8 @@ def engine_target(devices: list[str], req: BenchRequest) -> EngineTarget | None:
 
 
 def _timing_images(folder: str | None) -> tuple[list[Path], list[Any]]:
-    from mfssd_deploy.bundled import sample_images
-    from mfssd_deploy.inputs import image_files, load_images
+    from mfssd_deploy.demo_assets import sample_images
+    from mfssd_deploy.runtime.inputs import image_files, load_images
 
     files = image_files(Path(folder)) if folder else sample_images()
     if not files:

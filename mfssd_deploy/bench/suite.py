@@ -62,7 +62,7 @@ def _export(checkpoint: Path, cache: Path, name: str, calib_dir: Path,
             engines: EngineTarget | None = None) -> dict[str, Path]:  # fmt: skip
     """raw FP32, end2end FP32 and end2end INT8 (s8 and u8) ONNX of a checkpoint, exported once per content;
     on a GPU with TensorRT, also its engines (built once per GPU and TensorRT version)."""
-    from mfssd_deploy.bundled import sample_images
+    from mfssd_deploy.demo_assets import sample_images
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
     from mfssd_deploy.fileio import sha256_file
 
@@ -100,7 +100,7 @@ def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None,
     """The models to benchmark; the groups' artifacts are exported (INT8 calibrated on `calib_dir`) once,
     and with `engines` (a GPU with TensorRT) built into TensorRT engines once.
     Files given by path need nothing else (the lean runtime benchmarks end2end ONNX files without torch)."""
-    from mfssd_deploy.bundled import demo_model, pruned_demo_model
+    from mfssd_deploy.demo_assets import demo_model, pruned_demo_model
 
     models = []
     for g in groups:
@@ -114,7 +114,7 @@ def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None,
         elif g == "demo-pruned":
             models.append(Model(g, _export(pruned_demo_model(), cache, "demo-pruned", calib, engines), "trained"))
         elif g in ("full", "full-pruned"):
-            from mfssd_deploy.bench.fullsize import fullsize_checkpoint, fullsize_config, pruned_config_like
+            from mfssd_deploy.bench.fullsize_models import fullsize_checkpoint, fullsize_config, pruned_config_like
             from mfssd_deploy.checkpoint import read_checkpoint
             from mfssd_deploy.config import ModelConfig
 
@@ -142,7 +142,7 @@ def _format_of(path: Path) -> str:
         return "eager"
     if path.suffix != ".onnx":
         raise MfssdError(f"{path}: benchmark a .pt, .onnx or .engine file")
-    from mfssd_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     meta = OnnxRuntimeBackend(path).meta
     return onnx_kind(meta.get("precision", "fp32"), meta["layout"]).name
@@ -176,7 +176,7 @@ def build_runner(spec: Spec, with_facts: bool = True) -> Runner:
 
 
 def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
-    from mfssd_deploy.detector import Detector
+    from mfssd_deploy.runtime.detector import Detector
 
     path = Path(spec["path"])
     opts: dict[str, Any] = {}
@@ -212,7 +212,7 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
 def _facts_or_none(cfg: Any) -> tuple[int | None, float | None]:
     """Parameters and GFLOPs are measured on the torch model: without torch (lean runtime) they are blank."""
     try:
-        from mfssd_deploy.bench.facts import model_facts
+        from mfssd_deploy.bench.model_size import model_facts
 
         return model_facts(cfg)
     except ImportError:
@@ -245,7 +245,7 @@ def _reference_peer(checkpoint: Path, with_facts: bool, device: str = "cpu") -> 
                              "layout": "raw", "input_size": 300,
                              "size_mb": checkpoint.stat().st_size / 2**20}  # fmt: skip
     if with_facts:
-        from mfssd_deploy.bench.facts import model_facts
+        from mfssd_deploy.bench.model_size import model_facts
 
         facts["params"], facts["gflops"] = model_facts(peer.cfg)
     return Runner(facts, lambda imgs: (peer(imgs), None)[1])

@@ -129,7 +129,7 @@ def plan_outputs(files: Sequence[Path], root: Path, save_dir: Path) -> dict[str,
 
     Refuses (MfssdError) a plan that would overwrite a source file or write two sources to one output.
     """
-    from mfssd_deploy.inputs import IMAGE_SUFFIXES
+    from mfssd_deploy.runtime.inputs import IMAGE_SUFFIXES
 
     absolute = [Path(os.path.abspath(f)) for f in files]  # lexical: `a/../b` -> `b`, so nothing escapes
     base = Path(os.path.abspath(root))
@@ -207,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from mfssd_deploy.detector import Detector
     from mfssd_deploy.fileio import atomic_path, write_json
-    from mfssd_deploy.results import Result
-    from mfssd_deploy.streaming import open_source
+    from mfssd_deploy.runtime.detector import Detector
+    from mfssd_deploy.runtime.results import Result
+    from mfssd_deploy.runtime.streaming import open_source
 
     source: str | int = args.camera if args.camera is not None else args.source
     src = open_source(source)

@@ -76,12 +76,12 @@ def _want_coco(no_coco: bool) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from mfssd_deploy.bundled import default_model
     from mfssd_deploy.cli.detect import tiling_from_args
     from mfssd_deploy.data.sources import open_source
-    from mfssd_deploy.detector import Detector
+    from mfssd_deploy.demo_assets import default_model
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate, load_coco_results, score_detections
     from mfssd_deploy.fileio import write_json
+    from mfssd_deploy.runtime.detector import Detector
 
     tiling_from_args(args, 300)  # bad tiling settings fail before the dataset is read
     if args.detections and args.tile:

@@ -103,11 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from mfssd_deploy.bundled import sample_images
+    from mfssd_deploy.demo_assets import sample_images
     from mfssd_deploy.exporters.deploy import check_failed, deploy
     from mfssd_deploy.exporters.pipeline import check_request, format_report, run_export
     from mfssd_deploy.fileio import write_json
-    from mfssd_deploy.inputs import list_images
+    from mfssd_deploy.runtime.inputs import list_images
 
     model = checkpoint_path(args)
     parity = list_images(args.parity_images) if args.parity_images else sample_images()

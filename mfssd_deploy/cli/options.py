@@ -49,7 +49,7 @@ def add_model_option(parser: Parser) -> None:
 
 
 def checkpoint_path(args: argparse.Namespace) -> Path:
-    from mfssd_deploy.bundled import demo_model
+    from mfssd_deploy.demo_assets import demo_model
 
     return Path(args.model) if args.model else demo_model()
 

@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     require("torch", "train", "mfssd-prune")  # before a model is loaded or, with --max-map-drop, evaluated
     require("torch_pruning", "train", "mfssd-prune")
-    from mfssd_deploy.bundled import demo_model
     from mfssd_deploy.checkpoint import load_model, save_checkpoint
+    from mfssd_deploy.demo_assets import demo_model
     from mfssd_deploy.fileio import sha256_file, write_json
     from mfssd_deploy.prune import prune_model, pruning_record, widths_of
 

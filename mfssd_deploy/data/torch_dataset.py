@@ -12,7 +12,7 @@ from torchvision import tv_tensors
 
 from mfssd_deploy.data.sources import Record, Source
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.inputs import read_image
+from mfssd_deploy.runtime.inputs import read_image
 
 log = logging.getLogger("mfssd_deploy.data")
 

@@ -14,7 +14,7 @@ import numpy as np
 from mfssd_deploy.data.sources import Source
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.evaluation.voc import class_ap
-from mfssd_deploy.inputs import read_image
+from mfssd_deploy.runtime.inputs import read_image
 
 log = logging.getLogger("mfssd_deploy.eval")
 
@@ -115,8 +115,8 @@ def torch_predictor(
     import torch
 
     from mfssd_deploy.postprocess import postprocess
-    from mfssd_deploy.preprocess import preprocess_batch, scale_to_image
     from mfssd_deploy.priors import priors_tensor
+    from mfssd_deploy.runtime.preprocess import preprocess_batch, scale_to_image
 
     cfg = model.config
     priors = priors_tensor(cfg.priors, device)

@@ -89,8 +89,8 @@ def engine_line(path: Path, meta: dict[str, Any]) -> str:
 def build_engines(report: dict[str, Any], opts: EngineOptions, echo: Echo | None = None) -> list[dict[str, Any]]:
     """One engine per exported layout at `opts.precision`, from the ONNX files the report lists (already
     written: a missing TensorRT fails here and leaves them). Each engine's line goes to `echo` as it is built."""
-    from mfssd_deploy.engine_meta import import_tensorrt
     from mfssd_deploy.exporters.tensorrt_build import BuildRequest, build_engine
+    from mfssd_deploy.runtime.engine_meta import import_tensorrt
 
     import_tensorrt()
     from mfssd_deploy.artifacts import ENGINE_SOURCE, engine_name

@@ -63,7 +63,7 @@ class ExportRequest:
 
 
 def _read_images(paths: Sequence[Path]) -> list[np.ndarray]:
-    from mfssd_deploy.inputs import read_image
+    from mfssd_deploy.runtime.inputs import read_image
 
     images = []
     for p in paths:
@@ -195,8 +195,8 @@ def _pytorch_reference(model: Any, cfg: ModelConfig, images: list[np.ndarray]) -
     import torch
 
     from mfssd_deploy.postprocess import postprocess
-    from mfssd_deploy.preprocess import preprocess_batch
     from mfssd_deploy.priors import priors_tensor
+    from mfssd_deploy.runtime.preprocess import preprocess_batch
 
     x = preprocess_batch(images, cfg.input_size, cfg.mean, cfg.std, cfg.color)
     with torch.inference_mode():
@@ -217,7 +217,7 @@ def _precision_variants(
     calib_cache = None
     if req.int8:
         from mfssd_deploy.exporters.quantize import quantize_int8
-        from mfssd_deploy.inputs import list_images
+        from mfssd_deploy.runtime.inputs import list_images
 
         if req.calib is None:
             raise MfssdError("--int8 needs calibration images: --calib DIR")
@@ -392,8 +392,8 @@ def format_report(report: dict[str, Any]) -> str:
 def _accuracy(req: ExportRequest, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
     """mAP of the end2end (else raw) artifact of each precision through the same evaluation code."""
     from mfssd_deploy.data.sources import open_source
-    from mfssd_deploy.detector import Detector
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
+    from mfssd_deploy.runtime.detector import Detector
 
     assert req.val is not None
     source = open_source(req.val, req.val_split)

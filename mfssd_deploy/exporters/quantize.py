@@ -22,8 +22,8 @@ import onnx
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.fileio import sha256_file, write_json
-from mfssd_deploy.inputs import read_image
-from mfssd_deploy.preprocess import preprocess_batch
+from mfssd_deploy.runtime.inputs import read_image
+from mfssd_deploy.runtime.preprocess import preprocess_batch
 
 log = logging.getLogger("mfssd_deploy.export")
 METHODS = ("minmax", "entropy", "percentile")

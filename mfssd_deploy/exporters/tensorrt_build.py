@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from mfssd_deploy.artifacts import ENGINE_PRECISIONS, INPUT
-from mfssd_deploy.engine_meta import TRT_INSTALL, import_tensorrt
 from mfssd_deploy.errors import MfssdError, MissingExtraError
 from mfssd_deploy.fileio import atomic_path, write_json
+from mfssd_deploy.runtime.engine_meta import TRT_INSTALL, import_tensorrt
 
 log = logging.getLogger("mfssd_deploy.export")
 PRECISIONS = ENGINE_PRECISIONS

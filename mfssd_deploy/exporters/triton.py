@@ -254,7 +254,7 @@ def add_onnx(repo: Path, onnx_path: Path, opts: TritonOptions) -> Path:
 
 def add_engine(repo: Path, engine_path: Path, opts: TritonOptions) -> Path:
     """DIR/NAME/{config.pbtxt, 1/model.plan} for a TensorRT engine; max_batch_size from its profile."""
-    from mfssd_deploy.engine_meta import read_engine_meta
+    from mfssd_deploy.runtime.engine_meta import read_engine_meta
 
     meta = read_engine_meta(engine_path)
     name = model_name(engine_path)
@@ -269,15 +269,15 @@ def artifact_meta(path: Path) -> dict[str, Any]:
         raise MfssdError(f"model not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".engine":
-        from mfssd_deploy.engine_meta import read_engine_meta
+        from mfssd_deploy.runtime.engine_meta import read_engine_meta
 
         return read_engine_meta(path)
     if suffix == ".onnx":
-        from mfssd_deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, "cpu").meta
     if suffix == ".pt":
-        from mfssd_deploy.backends.torch_backend import TorchBackend
+        from mfssd_deploy.runtime.backends.torch_backend import TorchBackend
 
         return TorchBackend(path, "cpu").meta
     raise MfssdError(f"{path}: unknown model type {path.suffix!r}; pass a .onnx, .engine or .pt file")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mfssd_deploy.errors import MfssdError, require
-from mfssd_deploy.results import Result
+from mfssd_deploy.runtime.results import Result
 from mfssd_deploy.serving.contract import IMAGE_INPUT, IMAGE_INPUT_TYPES, IMAGE_LENGTH, IMAGE_OUTPUTS
 from mfssd_deploy.serving.images import image_rows
 
@@ -44,7 +44,7 @@ class ImageModelClient:
     def class_names(self) -> tuple[str, ...]:
         """From the model's `mfssd` parameter (read once)."""
         if self._names is None:
-            from mfssd_deploy.backends.triton_backend import mfssd_meta
+            from mfssd_deploy.runtime.backends.triton_backend import mfssd_meta
 
             raw = (self.client.get_model_config(self.model, as_json=True) if self.protocol == "grpc"
                    else self.client.get_model_config(self.model))  # fmt: skip

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.inputs import READ_FLAGS, as_bgr
+from mfssd_deploy.runtime.inputs import READ_FLAGS, as_bgr
 
 
 def decode_image(data: np.ndarray, name: str, max_bytes: int) -> np.ndarray:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from mfssd_deploy.artifacts import INPUT, OUTPUT_TYPES
-from mfssd_deploy.detector import Detector
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.runtime.detector import Detector
 from mfssd_deploy.serving.contract import (
     IMAGE_INPUT,
     IMAGE_LENGTH,
@@ -58,7 +58,7 @@ def error_text(exc: BaseException) -> str:
 
 def make_detector(artifact: Path, backend: str, gpu: bool, device_id: int, max_batch: int, threads: int) -> Detector:
     """The Detector one model instance runs: on its CPU or on the GPU Triton gave the instance."""
-    from mfssd_deploy.backends import DEFAULT_FOR_SUFFIX
+    from mfssd_deploy.runtime.backends import DEFAULT_FOR_SUFFIX
 
     name = backend or DEFAULT_FOR_SUFFIX.get(artifact.suffix.lower(), "")
     options: dict[str, Any] = {}

@@ -33,7 +33,7 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class Entry:
-    module: str  # mfssd_deploy.backends.<module>
+    module: str  # mfssd_deploy.runtime.backends.<module>
     cls: str
     suffixes: tuple[str, ...]  # model files it loads
     takes_max_batch: bool = False  # gets the Detector's batch_size (an explicit TensorRT EP profile)
@@ -78,7 +78,7 @@ def default_backend(path: Path, device: str, options: dict[str, Any] | None = No
         return forced
     if importlib.util.find_spec("openvino") is None:
         return default
-    from mfssd_deploy.backends.openvino_backend import read_onnx, read_openvino_meta
+    from mfssd_deploy.runtime.backends.openvino_backend import read_onnx, read_openvino_meta
 
     meta = read_openvino_meta(read_onnx(path), path)
     return "openvino" if meta.get("precision", "fp32") in OPENVINO_FASTER else default
@@ -94,7 +94,7 @@ def make_backend(path: Path, backend: str | None, device: str, batch_size: int, 
     if suffix not in entry.suffixes:
         takers = [n for n, e in REGISTRY.items() if suffix in e.suffixes]
         raise MfssdError(f"backend {name!r} cannot run a {path.suffix} file (use {' or '.join(map(repr, takers))})")
-    cls = getattr(importlib.import_module(f"mfssd_deploy.backends.{entry.module}"), entry.cls)
+    cls = getattr(importlib.import_module(f"mfssd_deploy.runtime.backends.{entry.module}"), entry.cls)
     kwargs = {"max_batch": batch_size, **options} if entry.takes_max_batch else options
     made: Backend = cls(path, device, **kwargs)
     return made

@@ -23,11 +23,11 @@ import numpy as np
 
 from mfssd_deploy.config import ModelConfig, NMSConfig
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.inputs import ImageLike, load_images
 from mfssd_deploy.padded import unpack_end2end
-from mfssd_deploy.preprocess import preprocess_batch, scale_to_image
-from mfssd_deploy.results import Result
-from mfssd_deploy.streaming import Frame
+from mfssd_deploy.runtime.inputs import ImageLike, load_images
+from mfssd_deploy.runtime.preprocess import preprocess_batch, scale_to_image
+from mfssd_deploy.runtime.results import Result
+from mfssd_deploy.runtime.streaming import Frame
 from mfssd_deploy.tiling import Tiling, resolve_tiling
 
 TileArg = int | tuple[int, int] | Tiling | bool | None
@@ -38,7 +38,7 @@ class Detector:
     tile=None, overlap=None).
 
     `model` is a .pt, .onnx or .engine path (default: the bundled demo model: the checkpoint where torch is
-    installed, its FP32 end2end ONNX export in the lean install, see bundled.default_model); the layout and the
+    installed, its FP32 end2end ONNX export in the lean install, see demo_assets.default_model); the layout and the
     pre/post-processing settings come from the artifact's own metadata. conf/iou/max_det default to
     the model's. For an end2end artifact the NMS is inside the graph: conf may only be raised and
     max_det lowered (exact: NMS never lets a lower score suppress a higher one), iou is fixed at export.
@@ -70,11 +70,11 @@ class Detector:
         **backend_options: Any,
     ) -> None:
         if model is None:
-            from mfssd_deploy.bundled import default_model
+            from mfssd_deploy.demo_assets import default_model
 
             model = default_model()
         path = Path(model)
-        from mfssd_deploy.backends import DEFAULT_FOR_SUFFIX, make_backend
+        from mfssd_deploy.runtime.backends import DEFAULT_FOR_SUFFIX, make_backend
 
         if path.suffix.lower() in DEFAULT_FOR_SUFFIX and not path.is_file():
             raise MfssdError(f"model not found: {path}")
@@ -178,7 +178,7 @@ class Detector:
         Tiled (tile=..., or the Detector's tiling): the thread decodes `batch` frames, whose tiles then
         go through the backend together in batches of batch_size.
         """
-        from mfssd_deploy.streaming import open_source, prefetch
+        from mfssd_deploy.runtime.streaming import open_source, prefetch
 
         tiling = self.tiling_for(tile, overlap)
         src = open_source(source)

@@ -39,8 +39,8 @@ import numpy as np
 
 from mfssd_deploy.artifacts import INPUT, OUTPUTS
 from mfssd_deploy.config import ModelConfig
-from mfssd_deploy.engine_meta import check_engine_compat, import_tensorrt, read_engine_meta
 from mfssd_deploy.errors import MfssdError, require_torch
+from mfssd_deploy.runtime.engine_meta import check_engine_compat, import_tensorrt, read_engine_meta
 
 log = logging.getLogger("mfssd_deploy")
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "INT8": "int8",

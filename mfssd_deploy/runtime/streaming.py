@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.inputs import IMAGE_SUFFIXES, image_files, read_image
-from mfssd_deploy.results import Result
+from mfssd_deploy.runtime.inputs import IMAGE_SUFFIXES, image_files, read_image
+from mfssd_deploy.runtime.results import Result
 
 log = logging.getLogger("mfssd_deploy")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
