@@ -12,7 +12,7 @@ any inference.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from mfssd_deploy.config import ModelConfig
@@ -100,6 +100,49 @@ def engine_name(stem: str, layout: str, precision: str) -> str:
 # ---------------------------------------------------------------- metadata
 
 REQUIRED = ("layout", "config")
+ONNX_FORMAT = "mfssd-onnx/1"
+
+
+@dataclass(frozen=True)
+class ArtifactMeta:
+    """The `mfssd` metadata, typed: what an artifact is (layout, precision), the model it runs (config),
+    where it came from (source checkpoint sha256, package version), and everything else a producer adds
+    (opset, calibration, engine facts: TensorRT version, GPU, profiles) in `extra`, kept verbatim.
+
+    `parse` is the one validating reader and `to_dict` the one writer: every artifact's JSON goes through
+    them (ONNX property, engine sidecar, Triton parameter)."""
+
+    layout: str
+    precision: str
+    config: ModelConfig
+    source_sha256: str | None = None
+    package_version: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(
+        cls,
+        raw: str | dict[str, Any],
+        where: str,
+        fix: str = "re-export it with mfssd-export",
+        precisions: tuple[str, ...] = PRECISIONS + ENGINE_PRECISIONS,
+    ) -> ArtifactMeta:
+        meta = parse_meta(raw, where, fix, precisions)
+        known = {"layout", "precision", "config", "source_sha256", "package_version"}
+        return cls(
+            layout=meta["layout"],
+            precision=meta.get("precision", "fp32"),
+            config=config_of(meta, where, fix),
+            source_sha256=meta.get("source_sha256"),
+            package_version=meta.get("package_version"),
+            extra={k: v for k, v in meta.items() if k not in known},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": ONNX_FORMAT, **self.extra}
+        out.update(config=self.config.to_dict(), layout=self.layout, precision=self.precision,
+                   source_sha256=self.source_sha256, package_version=self.package_version)  # fmt: skip
+        return out
 
 
 def parse_meta(

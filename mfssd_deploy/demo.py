@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from mfssd_deploy.checkpoint import load_model
-    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.data.sources import open_dataset
     from mfssd_deploy.demo_assets import sample_images
     from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
     from mfssd_deploy.exporters.pipeline import ExportRequest, format_report, run_export
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = checkpoint_path(args)
     workdir = Path(args.workdir)
     data = demo_data(workdir, args.val_images, calib=100)
-    source = open_source(data, "val")
+    source = open_dataset(data, "val")
     model = load_model(model_path)
     print(f"\n== 2. Demo model {model_path.name} on {len(source.records)} fresh synthetic validation images")
     res = evaluate(torch_predictor(model), source, progress=False)

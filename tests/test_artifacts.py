@@ -101,3 +101,18 @@ def test_detector_serialises_a_backend_that_is_not_thread_safe(artifacts: dict[s
     unsafe = OnnxRuntimeBackend(artifacts["e2e"])
     unsafe.thread_safe = False
     assert Detector.from_backend(unsafe, "x")._lock is not None
+
+
+def test_artifact_meta_is_the_one_reader_and_writer() -> None:
+    from mfssd_deploy.artifacts import ArtifactMeta
+    from mfssd_deploy.exporters.onnx_export import make_metadata
+
+    cfg = build_model("mfssd_bn", 4, width=0.125, class_names=("a", "b", "c")).config
+    written = make_metadata(cfg, "end2end", "int8-qdq", "abc", opset=17, calibration={"method": "minmax"})
+    typed = ArtifactMeta.parse(json.dumps(written), "m.onnx")
+    assert (typed.layout, typed.precision, typed.source_sha256, typed.config) == ("end2end", "int8-qdq", "abc", cfg)
+    assert typed.extra["opset"] == 17 and typed.to_dict() == written  # nothing lost or added on the way
+    engine = {**written, "precision": "int8", "tensorrt_version": "10.3.0", "profiles": {"images": {"min": [1]}}}
+    assert ArtifactMeta.parse(engine, "m.engine.json").to_dict() == engine
+    with pytest.raises(MfssdError, match=r"m\.onnx: its 'mfssd' metadata lacks 'config'"):
+        ArtifactMeta.parse({"layout": "raw"}, "m.onnx")

@@ -101,10 +101,10 @@ def test_tensorrt_paths(exported: dict[str, Any], tmp_path: Path, monkeypatch: p
 
 
 def test_pruned_accuracy_within_one_point(val_data: Path) -> None:
-    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.data.sources import open_dataset
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
 
-    source = open_source(val_data, "val")
+    source = open_dataset(val_data, "val")
     maps = {k: evaluate(detector_predictor(Detector(m)), source, coco=False, progress=False)["voc07_map"]
             for k, m in MODELS.items()}  # fmt: skip
     assert 100 * (maps["demo"] - maps["pruned"]) <= 1.0, maps

@@ -17,7 +17,7 @@ from mfssd_deploy.cli.detect import build_parser
 from mfssd_deploy.cli.detect import main as detect_main
 from mfssd_deploy.runtime.inputs import read_image
 from mfssd_deploy.runtime.results import Result
-from mfssd_deploy.runtime.streaming import open_source
+from mfssd_deploy.runtime.streaming import open_frames
 
 
 def cli(*args: str) -> int:
@@ -248,7 +248,7 @@ def test_a_folder_named_with_digits_is_a_folder(artifacts: dict[str, Path], tmp_
     (tmp_path / "2024").mkdir()
     img = sorted(artifacts["imgs"].iterdir())[0]
     (tmp_path / "2024" / "a.jpg").write_bytes(img.read_bytes())
-    src = open_source("2024")
+    src = open_frames("2024")
     assert src.kind == "images" and src.files == (Path("2024/a.jpg"),)
     assert cli("2024", "--model", str(artifacts["e2e"]), "--save-dir", "out") == 0
     assert sorted(tree(tmp_path / "out")) == ["a.jpg", "detections.json"]

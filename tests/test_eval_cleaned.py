@@ -21,7 +21,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from mfssd_deploy.data.sources import open_source
+from mfssd_deploy.data.sources import open_dataset
 from mfssd_deploy.evaluation.coco import STAT_NAMES, coco_metrics
 from mfssd_deploy.evaluation.runner import load_coco_results
 
@@ -81,7 +81,7 @@ def test_clean_json_with_crowd_regions_scores_like_the_original_file(tmp_path: P
     gt_json, results = make_dataset()
     assert sum(a["iscrowd"] for a in gt_json["annotations"]) >= 3
     root, res_file = write(tmp_path, gt_json, results)
-    source = open_source(root, "val")
+    source = open_dataset(root, "val")
     assert not source.skipped
     ours = coco_metrics(source, load_coco_results(res_file, source))
     with contextlib.redirect_stdout(io.StringIO()):  # the original file as pycocotools reads it
@@ -125,7 +125,7 @@ def test_malformed_annotation_reaches_neither_metric(bad: dict[str, Any], proble
     assert "note: 1 malformed annotations were skipped" in r.stderr
     out = json.loads((tmp_path / "e.json").read_text())
     assert out["skipped_annotations"] == 1
-    source = open_source(root, "val")
+    source = open_dataset(root, "val")
     assert len(source.skipped) == 1 and "annotation id 999" in source.skipped[0] and problem in source.skipped[0]
     reference = pycocotools_stats(clean, results)  # pycocotools on the JSON without the bad annotation
     assert out["coco"] == pytest.approx(reference, abs=1e-12)

@@ -150,7 +150,7 @@ def test_lean_detect_runs_the_bundled_onnx_by_default(tmp_path: Path) -> None:
 
 
 def test_lean_eval_scores_an_onnx_model_without_pycocotools(synth: Path, tmp_path: Path) -> None:
-    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.data.sources import open_dataset
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
     from mfssd_deploy.runtime.detector import Detector
 
@@ -161,7 +161,7 @@ def test_lean_eval_scores_an_onnx_model_without_pycocotools(synth: Path, tmp_pat
     assert 'COCO AP skipped: pycocotools is not installed (pip install "mfssd-deploy[train]")' in r.stderr
     res = json.loads((tmp_path / "e.json").read_text())
     assert "coco" not in res and res["images"] == 8
-    ref = evaluate(detector_predictor(Detector(DEMO_ONNX_INT8)), open_source(synth), coco=False, progress=False)
+    ref = evaluate(detector_predictor(Detector(DEMO_ONNX_INT8)), open_dataset(synth), coco=False, progress=False)
     assert res["voc07_map"] == pytest.approx(ref["voc07_map"], abs=1e-9) and res["voc07_map"] > 0.5
 
 

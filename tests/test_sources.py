@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mfssd_deploy.data.sources import load_coco, load_voc, open_source
+from mfssd_deploy.data.sources import load_coco, load_voc, open_dataset
 from mfssd_deploy.data.torch_dataset import DetectionDataset, collate
 from mfssd_deploy.data.transforms import eval_transforms, train_transforms
 from mfssd_deploy.errors import MfssdError
@@ -52,7 +52,7 @@ def write_coco(root: Path) -> Path:
 def test_coco_malformed_are_reported_skipped_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = write_coco(tmp_path)
     with caplog.at_level(logging.WARNING, "mfssd_deploy.data"):
-        src = open_source(root, "val")
+        src = open_dataset(root, "val")
     assert src.class_names == ("dog", "cat")  # sorted by category id
     assert len(src.skipped) == 3
     joined = " | ".join(src.skipped)
@@ -77,7 +77,7 @@ def test_coco_crowd_regions_and_areas_are_kept_apart_for_evaluation(tmp_path: Pa
         {"id": 17, "image_id": 1, "category_id": 3, "bbox": [100, 10, 50, 60], "area": 2500, "iscrowd": 1},
     ]
     (root / "annotations" / "val.json").write_text(json.dumps(data))
-    src = open_source(root, "val")
+    src = open_dataset(root, "val")
     a, b = src.records
     assert len(src.skipped) == 4 and "annotation id 16 of a.jpg: bbox is not [x, y, w, h]" in " | ".join(src.skipped)
     np.testing.assert_allclose(a.boxes, [[10, 10, 60, 50]])  # training boxes: no crowd
@@ -116,14 +116,14 @@ def test_voc_difficult_and_malformed(tmp_path: Path) -> None:
     r = src.records[0]
     np.testing.assert_allclose(r.boxes, [[0, 0, 20, 30], [29, 9, 60, 40]])  # 1-based inclusive -> 0-based
     assert r.labels.tolist() == [12, 8] and r.difficult.tolist() == [False, True]
-    assert open_source(tmp_path, "test").records[0].image_id == r.image_id  # VOCdevkit layout found
+    assert open_dataset(tmp_path, "test").records[0].image_id == r.image_id  # VOCdevkit layout found
 
 
 def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MfssdError, match="dataset not found"):
-        open_source(tmp_path / "nope")
+        open_dataset(tmp_path / "nope")
     with pytest.raises(MfssdError, match="no 'val' annotations under"):
-        open_source(tmp_path)
+        open_dataset(tmp_path)
     bad = tmp_path / "bad.json"
     bad.write_text("{")
     with pytest.raises(MfssdError, match="not a COCO detection JSON"):
@@ -133,7 +133,7 @@ def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
 def test_torch_dataset_outputs_and_unreadable_image(tmp_path: Path) -> None:
     root = write_coco(tmp_path)
     (root / "val" / "b.jpg").write_bytes(b"not a jpeg")
-    src = open_source(root, "val")
+    src = open_dataset(root, "val")
     ds = DetectionDataset(src, train_transforms(300, MEAN, STD, zoom_out=2.0))
     torch.manual_seed(0)
     image, target = ds[1]  # b.jpg cannot be read: a.jpg is served instead, the epoch goes on

@@ -22,7 +22,7 @@ LABELS = ("unpruned (demo model)", "sparse-trained", "pruned, before fine-tune",
 def stage_row(label: str, ckpt: Path, data: Path, calib: Path, tmp: Path, val_images: int | None) -> dict[str, Any]:
     from mfssd_deploy.checkpoint import load_model
     from mfssd_deploy.complexity import measure
-    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.data.sources import open_dataset
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
     from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
     from mfssd_deploy.runtime.detector import Detector
@@ -30,7 +30,7 @@ def stage_row(label: str, ckpt: Path, data: Path, calib: Path, tmp: Path, val_im
 
     model = load_model(ckpt)
     c = measure(model)
-    res = evaluate(detector_predictor(Detector(ckpt)), open_source(data, "val"), max_images=val_images, progress=False)
+    res = evaluate(detector_predictor(Detector(ckpt)), open_dataset(data, "val"), max_images=val_images, progress=False)
     report = run_export(
         ExportRequest(model=ckpt, out_dir=tmp / ckpt.stem, layouts=("end2end",), int8=True, calib=calib,
                       calib_num=100, parity_images=list_images(data / "val", 8), time_runs=20)

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from mfssd_deploy import Detector, __version__
-from mfssd_deploy.data.sources import open_source
+from mfssd_deploy.data.sources import open_dataset
 from mfssd_deploy.data.synth import generate_large
 from mfssd_deploy.demo_assets import DEMO_MODEL, DEMO_ONNX, DEMO_ONNX_INT8
 from mfssd_deploy.evaluation.runner import evaluate
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     if not (data / "annotations" / "val.json").is_file():
         generate_large(data, args.images, seed=args.seed)
-    source = open_source(data, "val")
+    source = open_dataset(data, "val")
     coco = json.loads((data / "annotations" / "val.json").read_text())
     areas = np.array([a["bbox"][2] * a["bbox"][3] for a in coco["annotations"]])
     sizes = sorted({f"{im['width']}x{im['height']}" for im in coco["images"]})

@@ -301,9 +301,9 @@ def _require_group_extras(groups: list[str], named: bool) -> None:
 def _val_source(val: str | None, data: Path | None) -> Any:
     if val is None:
         return None
-    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.data.sources import open_dataset
 
-    return open_source(data if val == "synth" and data else val, "val")
+    return open_dataset(data if val == "synth" and data else val, "val")
 
 
 def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> None:

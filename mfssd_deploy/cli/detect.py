@@ -210,10 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     from mfssd_deploy.fileio import atomic_path, write_json
     from mfssd_deploy.runtime.detector import Detector
     from mfssd_deploy.runtime.results import Result
-    from mfssd_deploy.runtime.streaming import open_source
+    from mfssd_deploy.runtime.streaming import open_frames
 
     source: str | int = args.camera if args.camera is not None else args.source
-    src = open_source(source)
+    src = open_frames(source)
     save_dir = Path(args.save_dir)
     save = not args.no_save
     plan = plan_outputs(src.files, src.root or Path("."), save_dir) if save and src.kind == "images" else {}

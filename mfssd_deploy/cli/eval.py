@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from mfssd_deploy.cli.detect import tiling_from_args
-    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.data.sources import open_dataset
     from mfssd_deploy.demo_assets import default_model
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate, load_coco_results, score_detections
     from mfssd_deploy.fileio import write_json
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     tiling_from_args(args, 300)  # bad tiling settings fail before the dataset is read
     if args.detections and args.tile:
         raise MfssdError("--tile applies to --model; --detections scores a results file as it is")
-    source = open_source(args.data, args.split)
+    source = open_dataset(args.data, args.split)
     coco = _want_coco(args.no_coco)
     if args.detections:
         res = score_detections(source, load_coco_results(args.detections, source), coco=coco)

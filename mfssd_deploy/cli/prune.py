@@ -117,12 +117,12 @@ def main(argv: list[str] | None = None) -> int:
 def accuracy_search(src: Path, model: Any, args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
     """Bisection on the channel ratio; each candidate is fine-tuned briefly, then scored."""
     from mfssd_deploy.checkpoint import save_checkpoint
-    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.data.sources import open_dataset
     from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
     from mfssd_deploy.prune import prune_model
     from mfssd_deploy.train.loop import TrainOptions, train
 
-    source = open_source(args.val, "val")
+    source = open_dataset(args.val, "val")
     base = evaluate(torch_predictor(model), source, max_images=args.eval_images, coco=False, progress=False)[
         "voc07_map"
     ]

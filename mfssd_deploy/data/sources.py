@@ -204,7 +204,7 @@ def load_voc(root: str | os.PathLike[str], split: str, class_names: tuple[str, .
     return Source(f"{root.name}-{split}", tuple(class_names), records, skipped)
 
 
-def open_source(path: str | os.PathLike[str], split: str = "val") -> Source:
+def open_dataset(path: str | os.PathLike[str], split: str = "val") -> Source:
     """Find the annotations of `split` under `path`:
 
     - our synthetic / COCO-like layout: PATH/annotations/SPLIT.json with images in PATH/SPLIT/;

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mfssd_deploy import __version__
-from mfssd_deploy.artifacts import INPUT, OUTPUTS, parse_meta
+from mfssd_deploy.artifacts import INPUT, OUTPUTS, ArtifactMeta, parse_meta
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.end2end import append_end2end
@@ -21,7 +21,6 @@ from mfssd_deploy.models import config_of
 from mfssd_deploy.priors import make_priors
 
 METADATA_KEY = "mfssd"
-ONNX_FORMAT = "mfssd-onnx/1"
 MIN_OPSET, MAX_OPSET = 13, 20  # ReduceSum with axes input needs 13; TensorRT 8.5/8.6 parse up to 17
 
 
@@ -71,15 +70,9 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 def make_metadata(
     cfg: ModelConfig, layout: str, precision: str, source_sha256: str | None, **extra: Any
 ) -> dict[str, Any]:
-    return {
-        "format": ONNX_FORMAT,
-        "config": cfg.to_dict(),
-        "layout": layout,
-        "precision": precision,
-        "source_sha256": source_sha256,
-        "package_version": __version__,
-        **extra,
-    }
+    """An exported file's metadata, through the contract's one writer (artifacts.ArtifactMeta)."""
+    meta = ArtifactMeta(layout, precision, cfg, source_sha256, __version__, extra)
+    return meta.to_dict()
 
 
 def set_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:

@@ -391,12 +391,12 @@ def format_report(report: dict[str, Any]) -> str:
 
 def _accuracy(req: ExportRequest, artifacts: list[dict[str, Any]]) -> dict[str, Any]:
     """mAP of the end2end (else raw) artifact of each precision through the same evaluation code."""
-    from mfssd_deploy.data.sources import open_source
+    from mfssd_deploy.data.sources import open_dataset
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
     from mfssd_deploy.runtime.detector import Detector
 
     assert req.val is not None
-    source = open_source(req.val, req.val_split)
+    source = open_dataset(req.val, req.val_split)
     chosen: dict[str, dict[str, Any]] = {}
     for a in artifacts:
         if a["precision"] not in chosen or a["layout"] == "end2end":

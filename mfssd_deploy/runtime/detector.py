@@ -178,10 +178,10 @@ class Detector:
         Tiled (tile=..., or the Detector's tiling): the thread decodes `batch` frames, whose tiles then
         go through the backend together in batches of batch_size.
         """
-        from mfssd_deploy.runtime.streaming import open_source, prefetch
+        from mfssd_deploy.runtime.streaming import open_frames, prefetch
 
         tiling = self.tiling_for(tile, overlap)
-        src = open_source(source)
+        src = open_frames(source)
         size = batch or self.batch_size
         prepare = self.preprocess if tiling is None else _decode_only
         for frames, x in prefetch(src.frames(), size, prepare, queue_size):

@@ -47,7 +47,7 @@ class Source:
     root: Path | None = None  # the folder `files` are relative to: the folder, the glob's fixed prefix, the parent
 
 
-def open_source(source: str | int | os.PathLike[str]) -> Source:
+def open_frames(source: str | int | os.PathLike[str]) -> Source:
     """Video file, camera index, folder of images, glob pattern or one image file.
 
     A path that exists is always a path (a folder named `2024` is a folder); a camera is an int. A

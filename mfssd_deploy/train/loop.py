@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from mfssd_deploy.boxes import match
 from mfssd_deploy.checkpoint import load_state, read_checkpoint, save_checkpoint
 from mfssd_deploy.config import ModelConfig, make_config
-from mfssd_deploy.data.sources import Source, open_source
+from mfssd_deploy.data.sources import Source, open_dataset
 from mfssd_deploy.data.torch_dataset import DetectionDataset, collate
 from mfssd_deploy.data.transforms import train_transforms
 from mfssd_deploy.errors import MfssdError
@@ -194,10 +194,10 @@ def _setup(opt: TrainOptions) -> tuple[_Run, int]:
     torch.manual_seed(opt.seed)
     d = _setup_distributed(opt.device)
     device = _resolve_device(opt, d)
-    train_src = open_source(opt.data, opt.train_split)
+    train_src = open_dataset(opt.data, opt.train_split)
     if not train_src.records:
         raise MfssdError(f"no training images in {opt.data} split {opt.train_split!r}")
-    val_src = open_source(opt.data, opt.val_split) if opt.val_split else None
+    val_src = open_dataset(opt.data, opt.val_split) if opt.val_split else None
     model, cfg, start_ckpt = _model_and_config(opt, train_src)
     channels_last = opt.channels_last if opt.channels_last is not None else device.type == "cpu"
     model.to(device)
