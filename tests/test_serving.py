@@ -386,10 +386,10 @@ def test_a_short_load_of_32_clients_is_batched_and_fails_nothing(served: Served,
 @needs_server
 def test_the_exported_python_repository_loads_in_tritonserver(tmp_path: Path) -> None:
     from mfssd_deploy.errors import MfssdError
-    from mfssd_deploy.exporters.triton import TritonOptions, write_repository
     from mfssd_deploy.serving.bundled import find_bundled
     from mfssd_deploy.serving.image_client import ImageModelClient
     from mfssd_deploy.serving.process import Endpoints, TritonProcess
+    from mfssd_deploy.serving.repository import TritonOptions, write_repository
 
     repo = tmp_path / "repo"
     opts = TritonOptions(kind="cpu", max_batch=4, preferred=(2, 4), max_queue_delay_us=1000)

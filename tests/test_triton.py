@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.exporters.triton import TritonOptions, add_engine, add_onnx
+from mfssd_deploy.serving.repository import TritonOptions, add_engine, add_onnx
 
 from helpers import make_engine
 
@@ -104,8 +104,8 @@ def test_bad_options_are_refused(artifacts: dict, tmp_path: Path) -> None:  # ty
 
 
 def test_python_kind_configs_follow_the_serving_contract(artifacts: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
-    from mfssd_deploy.exporters.triton import PythonModelOptions, add_python
     from mfssd_deploy.serving import contract
+    from mfssd_deploy.serving.repository import PythonModelOptions, add_python
 
     opts = TritonOptions(kind="cpu", instances=3, max_batch=8, preferred=(4, 8), max_queue_delay_us=700)
     dirs = add_python(tmp_path, artifacts["raw"], opts, PythonModelOptions(backend="openvino", threads=2,
@@ -149,7 +149,7 @@ def check_against_onnx_outputs(cfg, onnx_path: Path) -> None:  # type: ignore[no
 
 
 def test_repository_kinds_choose_their_artifacts(artifacts: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
-    from mfssd_deploy.exporters.triton import write_repository
+    from mfssd_deploy.serving.repository import write_repository
 
     onnx = [artifacts[k] for k in ("raw", "e2e", "int8")]
     made = make_engine(tmp_path, artifacts["e2e"], batch=(1, 4))

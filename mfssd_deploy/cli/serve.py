@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     find_bundled()  # without [serve]: one line naming the extra, before any work
     from mfssd_deploy.demo_assets import default_model
-    from mfssd_deploy.exporters.triton import PythonModelOptions
     from mfssd_deploy.serving.process import Endpoints
+    from mfssd_deploy.serving.repository import PythonModelOptions
     from mfssd_deploy.serving.service import ServeOptions, serve
 
     opts = ServeOptions(

@@ -42,7 +42,7 @@ class TritonRepoOptions:
     max_queue_delay_us: int = 2000  # dynamic batching: how long a request may wait for a batch
     trt_accelerator: bool = False  # ONNX models on GPU: ONNX Runtime's TensorRT accelerator
     batch: tuple[int, int, int] = (1, 8, 16)  # the export's profile: max_batch_size MAX, preferred {OPT, MAX}
-    backend: str = "onnxruntime"  # the repository kind: exporters.triton.REPOSITORY_KINDS
+    backend: str = "onnxruntime"  # the repository kind: serving.repository.REPOSITORY_KINDS
 
 
 def check_artifacts(artifacts: list[dict[str, Any]], version: str) -> dict[str, dict[str, str]]:
@@ -122,7 +122,7 @@ def build_engines(report: dict[str, Any], opts: EngineOptions, echo: Echo | None
 
 def write_triton(report: dict[str, Any], opts: TritonRepoOptions) -> list[str]:
     """One Triton model per exported ONNX file (and per built engine in report["engines"]); returns the names."""
-    from mfssd_deploy.exporters.triton import TritonOptions, write_repository
+    from mfssd_deploy.serving.repository import TritonOptions, write_repository
 
     batch = opts.batch
     topts = TritonOptions(

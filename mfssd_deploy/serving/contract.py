@@ -4,7 +4,7 @@ The tensor model takes the artifact's input (artifacts.INPUT) and returns the en
 (artifacts.OUTPUTS["end2end"]) for any artifact: its `mfssd` parameter is the artifact's metadata
 with layout "end2end" (and the artifact's own layout kept as `artifact_layout`). The image model takes
 one encoded image per batch row and returns detections in that image's pixels. Names and element
-types are defined here once; the repository writer (exporters/triton.py), the model (runners.py)
+types are defined here once; the repository writer (serving/repository.py), the model (runners.py)
 and the clients (image_client.py, backends/triton_backend.py) read them from here or artifacts.py.
 
 Why UINT8 rows and not Triton's BYTES type for the encoded images and the JSON: the Python-backend

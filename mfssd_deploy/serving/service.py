@@ -1,7 +1,7 @@
 """`mfssd-serve`'s work: one artifact -> a python-kind repository -> a running, ready Triton -> a clean stop.
 
 Checked before anything starts: the artifact loads here (missing or corrupt: one line, exit 2), the
-batching and port settings. Then the repository (exporters.triton.add_python, the same one
+batching and port settings. Then the repository (serving.repository.add_python, the same one
 `mfssd-export --triton-backend python` writes) in a work folder, the bundled tritonserver on it, and
 readiness as Triton reports it (server and both models), within --start-timeout. Running, it waits
 for SIGTERM or SIGINT: Triton then refuses new requests, finishes those in flight (up to
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.exporters.triton import PythonModelOptions, TritonOptions, add_python, artifact_meta, model_name
 from mfssd_deploy.serving.bundled import find_bundled, libpython_dir
 from mfssd_deploy.serving.contract import image_model_name
 from mfssd_deploy.serving.process import Endpoints, TritonProcess, in_flight_at_exit
+from mfssd_deploy.serving.repository import PythonModelOptions, TritonOptions, add_python, artifact_meta, model_name
 
 DEFAULT_MAX_BATCH = 16  # ONNX files and checkpoints have no batch profile; engines use theirs
 

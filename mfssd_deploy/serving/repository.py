@@ -245,9 +245,13 @@ def add_onnx(repo: Path, onnx_path: Path, opts: TritonOptions) -> Path:
     """DIR/NAME/{config.pbtxt, 1/model.onnx} for an exported ONNX file (metadata read from the file)."""
     import onnx
 
-    from mfssd_deploy.exporters.onnx_export import read_metadata
+    from mfssd_deploy.artifacts import parse_meta
 
-    meta = read_metadata(onnx.load(str(onnx_path), load_external_data=False))
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    raw = next((p.value for p in model.metadata_props if p.key == "mfssd"), None)
+    if raw is None:
+        raise MfssdError(f"{onnx_path} has no 'mfssd' metadata: export it with mfssd-export")
+    meta = parse_meta(raw, str(onnx_path))
     name = model_name(onnx_path)
     return _write(repo, name, onnx_path, "model.onnx", config_pbtxt(name, meta, "onnxruntime_onnx", opts))
 
