@@ -57,3 +57,15 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"pt": ckpt, "raw": x / "m.onnx", "e2e": x / "m.end2end.onnx", "int8_raw": x / "m.int8.onnx",
             "int8": x / "m.int8.end2end.onnx", "fp16_raw": x / "m.fp16.onnx", "fp16": x / "m.fp16.end2end.onnx",
             "imgs": imgs}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def video(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An 8-frame mp4 of the session's images (320x240), shared by the streaming and mfssd-detect tests."""
+    path = tmp_path_factory.mktemp("vid") / "clip.mp4"
+    frames = [cv2.resize(cv2.imread(str(p)), (320, 240)) for p in sorted(artifacts["imgs"].iterdir())] * 2
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (320, 240))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path

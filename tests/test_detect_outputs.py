@@ -158,17 +158,6 @@ def test_save_dir_that_is_a_file_is_one_line(artifacts: dict[str, Path], tmp_pat
     assert f.read_text() == "keep me"
 
 
-@pytest.fixture(scope="module")
-def video(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("vid") / "clip.mp4"
-    frames = [cv2.resize(cv2.imread(str(p)), (320, 240)) for p in sorted(artifacts["imgs"].iterdir())] * 2
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (320, 240))
-    for f in frames:
-        writer.write(f)
-    writer.release()
-    return path
-
-
 def _failing_draw(monkeypatch: pytest.MonkeyPatch, at: int, exc: BaseException) -> None:
     calls = iter(range(10**6))
     real = Result.draw

@@ -18,17 +18,6 @@ from mfssd_deploy.runtime.streaming import prefetch
 from helpers import same
 
 
-@pytest.fixture(scope="module")
-def video(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("vid") / "clip.mp4"
-    frames = [cv2.resize(cv2.imread(str(p)), (320, 240)) for p in sorted(artifacts["imgs"].iterdir())] * 2
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (320, 240))
-    for f in frames:
-        writer.write(f)
-    writer.release()
-    return path
-
-
 def test_stream_folder_and_glob_equal_batch_call(artifacts: dict[str, Path]) -> None:
     det = Detector(artifacts["e2e"], batch_size=3)
     paths = sorted(artifacts["imgs"].iterdir())
