@@ -6,7 +6,9 @@ channel widths) or a model for other classes is an ordinary config, never a pick
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -50,13 +52,22 @@ BASE_WIDTHS: dict[str, dict[str, int]] = {
 }  # fmt: skip
 
 
+Size = int | tuple[int, int]  # a square side, or (width, height) in pixels
+
+
 @dataclass(frozen=True)
 class PriorSpec:
-    """SSD prior boxes (VOC_300 of the FSSD/RFBNet reference code)."""
+    """SSD prior boxes (VOC_300 of the FSSD/RFBNet reference code), defined in pixels of the network input.
 
-    image_size: int = 300
-    feature_maps: tuple[int, ...] = (38, 19, 10, 5, 3, 1)
-    steps: tuple[int, ...] = (8, 16, 32, 64, 100, 300)
+    A square input keeps the reference form: `image_size` one side, `feature_maps` one side per source layer,
+    `steps` one pixel stride per layer. Any other input (ModelConfig.at_input_size) holds pairs: `image_size`
+    (width, height), `feature_maps` (fh, fw) as the tensors are shaped, `steps` (step_x, step_y). Use
+    size_wh / grid / step_xy to read either form.
+    """
+
+    image_size: Size = 300
+    feature_maps: tuple[int | tuple[int, int], ...] = (38, 19, 10, 5, 3, 1)
+    steps: tuple[float | tuple[float, float], ...] = (8, 16, 32, 64, 100, 300)
     min_sizes: tuple[float, ...] = (30, 60, 111, 162, 213, 264)
     max_sizes: tuple[float, ...] = (60, 111, 162, 213, 264, 315)
     aspect_ratios: tuple[tuple[int, ...], ...] = ((2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
@@ -64,12 +75,67 @@ class PriorSpec:
     clip: bool = True
 
     @property
+    def size_wh(self) -> tuple[int, int]:
+        """(width, height) of the input the priors are for."""
+        return _wh(self.image_size)
+
+    def grid(self, k: int) -> tuple[int, int]:
+        """(rows, columns) = (fh, fw) of source layer k."""
+        f = self.feature_maps[k]
+        return (f, f) if isinstance(f, int) else (int(f[0]), int(f[1]))
+
+    def step_xy(self, k: int) -> tuple[float, float]:
+        """Pixels between the centres of neighbouring cells of layer k, (along x, along y)."""
+        s = self.steps[k]
+        return (s, s) if isinstance(s, int | float) else (float(s[0]), float(s[1]))
+
+    @property
     def boxes_per_location(self) -> tuple[int, ...]:
         return tuple(2 + 2 * len(ar) for ar in self.aspect_ratios)
 
     @property
     def num_priors(self) -> int:
-        return sum(f * f * n for f, n in zip(self.feature_maps, self.boxes_per_location, strict=True))
+        grids = (self.grid(k) for k in range(len(self.feature_maps)))
+        return sum(fh * fw * n for (fh, fw), n in zip(grids, self.boxes_per_location, strict=True))
+
+    def at_size(self, width: int, height: int, maps: Sequence[tuple[int, int]]) -> PriorSpec:
+        """The same priors (pixel sizes, aspect ratios, variances) for a width x height input whose source layers
+        are `maps` (fh, fw) (config.feature_maps gives them).
+
+        Steps: a layer whose step is a real stride (8, 16, 32, 64 at 300: step x cells overshoots the image, as
+        the padded convs do) keeps it, so its priors stay centred on its cells at every size. A layer whose step
+        spreads its grid evenly over the image (100 and 300 at 300: step x cells == the side; the 3x3 and 1x1
+        maps of the valid 3x3 convs, whose cells no stride places) gets side / cells on each axis, SSD's own
+        rule ((i + 0.5) / |f_k|): it reproduces 100 and 300 at 300 and keeps that grid centred on the frame at
+        any size. The price: those valid convs' cells really sit one stride (64 px) apart, so at 1920x1080 the
+        spread spacing (68.6 x 72 px) puts the edge cells' priors up to about one cell off their receptive
+        centres; they are the 213 px and larger priors, whose regression absorbs part of it. A rule exact at
+        both 300 and large sizes would make 300 a special case (and today's models were trained on 100/300).
+        A square input with integral steps keeps the reference (scalar) form, so 300x300 gives this very spec
+        and old readers understand every square export they could run correctly; any other size is written in
+        pairs, which old readers refuse instead of misreading.
+        """
+        if len(maps) != len(self.feature_maps):
+            raise MfssdError(f"{len(maps)} feature maps for {len(self.feature_maps)} prior layers")
+        w0, h0 = self.size_wh
+        steps: list[tuple[float, float]] = []
+        for k, (fh, fw) in enumerate(maps):
+            fh0, fw0 = self.grid(k)
+            sx0, sy0 = self.step_xy(k)
+            sx = width / fw if _spreads(sx0, fw0, w0) else sx0
+            sy = height / fh if _spreads(sy0, fh0, h0) else sy0
+            steps.append((sx, sy))
+        square = width == height and all(fh == fw for fh, fw in maps)
+        if square and all(sx == sy and float(sx).is_integer() for sx, sy in steps):
+            return replace(self, image_size=width, feature_maps=tuple(fh for fh, _ in maps),
+                           steps=tuple(int(sx) for sx, _ in steps))  # fmt: skip
+        return replace(self, image_size=(width, height), feature_maps=tuple((int(a), int(b)) for a, b in maps),
+                       steps=tuple((float(sx), float(sy)) for sx, sy in steps))  # fmt: skip
+
+
+def _spreads(step: float, cells: int, side: int) -> bool:
+    """Whether a step spreads `cells` evenly over `side` pixels (rather than being the layer's stride)."""
+    return abs(step * cells - side) <= 1e-6 * side
 
 
 SSD300_PRIORS = PriorSpec(aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)))
@@ -122,12 +188,41 @@ class ModelConfig:
     class_names: tuple[str, ...]
     widths: dict[str, int]
     priors: PriorSpec
-    input_size: int = 300
+    # The network input: one side (square, every trained model: 300) or (width, height) for a fixed camera
+    # resolution (at_input_size). Read it as input_wh wherever the two sides may differ.
+    input_size: Size = 300
     # ImageNet statistics on [0,1] RGB: what torchvision's VGG16(-BN) weights were trained with.
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     color: str = "rgb"
     nms: NMSConfig = field(default_factory=NMSConfig)
+
+    def __post_init__(self) -> None:
+        # one form per size: a square (W, H) becomes its side, a list a tuple (from_dict, user code)
+        object.__setattr__(self, "input_size", _size(self.input_size))
+
+    @property
+    def input_wh(self) -> tuple[int, int]:
+        """(width, height) of the network input: what pre-processing resizes every image to."""
+        return _wh(self.input_size)
+
+    def at_input_size(self, width: int, height: int) -> ModelConfig:
+        """This model for a width x height input: the same weights (the network is fully convolutional) with
+        the priors of the feature maps it produces at that size (native-resolution inference: no tiles,
+        one call per frame). Too small for the last layers: MfssdError naming the smallest size."""
+        maps = feature_maps(self.variant, width, height)
+        cfg = replace(self, input_size=(width, height), priors=self.priors.at_size(width, height, maps))
+        cfg.validate()
+        return cfg
+
+    def square_side(self, what: str) -> int:
+        """The input's side, for code that handles square inputs only (`what` names it in the error)."""
+        if not isinstance(self.input_size, int):
+            raise MfssdError(
+                f"{what} handles square inputs only; this model's input is {_text(self.input_wh)} "
+                "(native resolution): use the square checkpoint it was exported from"
+            )
+        return self.input_size
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -139,9 +234,9 @@ class ModelConfig:
         try:
             pri = d["priors"]
             priors = PriorSpec(
-                image_size=int(pri["image_size"]),
-                feature_maps=tuple(int(x) for x in pri["feature_maps"]),
-                steps=tuple(int(x) for x in pri["steps"]),
+                image_size=_int_or_pair(pri["image_size"]),
+                feature_maps=tuple(_int_or_pair(x) for x in pri["feature_maps"]),
+                steps=tuple(_step(x) for x in pri["steps"]),
                 min_sizes=tuple(float(x) for x in pri["min_sizes"]),
                 max_sizes=tuple(float(x) for x in pri["max_sizes"]),
                 aspect_ratios=tuple(tuple(int(a) for a in ar) for ar in pri["aspect_ratios"]),
@@ -154,7 +249,7 @@ class ModelConfig:
                 class_names=tuple(str(c) for c in d["class_names"]),
                 widths={str(k): int(v) for k, v in d["widths"].items()},
                 priors=priors,
-                input_size=int(d.get("input_size", 300)),
+                input_size=_size(d.get("input_size", 300)),
                 mean=_triple(d.get("mean", (0.485, 0.456, 0.406))),
                 std=_triple(d.get("std", (0.229, 0.224, 0.225))),
                 color=str(d.get("color", "rgb")),
@@ -184,15 +279,67 @@ class ModelConfig:
         bad = {k: v for k, v in self.widths.items() if v < 1}
         if bad:
             raise MfssdError(f"every layer needs at least one channel, got {bad}")
-        if self.input_size != self.priors.image_size:
+        if self.input_wh != self.priors.size_wh:
             raise MfssdError(
-                f"input_size {self.input_size} differs from the priors' image_size {self.priors.image_size}"
+                f"input size {_text(self.input_wh)} differs from the priors' image size {_text(self.priors.size_wh)}"
+            )
+        maps = feature_maps(self.variant, *self.input_wh)
+        have = tuple(self.priors.grid(k) for k in range(len(self.priors.feature_maps)))
+        if have != maps:
+            raise MfssdError(
+                f"the priors' feature maps {list(have)} are not the {list(maps)} (rows, columns) that {self.variant} "
+                f"produces at {_text(self.input_wh)}: rebuild the config with at_input_size"
             )
 
     def with_widths(self, widths: dict[str, int]) -> ModelConfig:
         cfg = replace(self, widths=dict(widths))
         cfg.validate()
         return cfg
+
+
+def input_wh_of(value: Any) -> tuple[int, int]:
+    """(width, height) of an input_size as metadata stores it (a side, or [W, H]); MfssdError if it is neither."""
+    try:
+        return _wh(_size(value))
+    except (TypeError, ValueError):
+        raise MfssdError(f"input_size {value!r} is neither a side in pixels nor [width, height]") from None
+
+
+def _wh(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _text(wh: tuple[int, int]) -> str:
+    return f"{wh[0]}x{wh[1]}"
+
+
+def _size(v: Any) -> Size:
+    """An int side or a (width, height) / (rows, columns) pair from a config or JSON; a square pair -> its side."""
+    if isinstance(v, list | tuple):
+        a, b = (_int(x) for x in v)
+        return a if a == b else (a, b)
+    return _int(v)
+
+
+def _int_or_pair(v: Any) -> int | tuple[int, int]:
+    """As written: the priors keep their form, so a config round-trips through JSON unchanged."""
+    if isinstance(v, list | tuple):
+        a, b = (_int(x) for x in v)
+        return (a, b)
+    return _int(v)
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | float | str) or int(v) != float(v):
+        raise ValueError(f"{v!r} is not a whole number")
+    return int(v)
+
+
+def _step(v: Any) -> float | tuple[float, float]:
+    if isinstance(v, list | tuple):
+        a, b = (float(x) for x in v)
+        return (a, b)
+    return int(v) if float(v).is_integer() else float(v)
 
 
 def _triple(v: Any) -> tuple[float, float, float]:
@@ -207,6 +354,79 @@ def _lists(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_lists(v) for v in obj]
     return obj
+
+
+# ------------------------------------------------------------------ input sizes (native-resolution inference)
+
+MAX_SIDE = 8192  # a sanity bound: 8192x8192 already means 4.9 M priors per image
+
+
+def _down(n: int) -> int:
+    """A 3x3 stride-2 conv with padding 1 (the pyramid's and SSD extras' down-sampling): ceil(n / 2)."""
+    return (n - 1) // 2 + 1
+
+
+def _axis_maps(variant: str, n: int) -> tuple[tuple[int, ...], int]:
+    """The source layers' sizes along one input axis of n pixels, by the architecture's arithmetic (models/):
+    pool1, pool2 floor and pool3 ceil (VGG) -> conv4_3; pool4 floor -> conv5_3 and fc7 (pool5, fc6, fc7 keep
+    the size); then SSD's extras or the FSSD/MFSSD pyramid. Also the smallest layer on the way (FSSD's
+    unpadded conv6_2 is not a source). tests/test_native_resolution.py checks it against the real modules."""
+    c4 = -(-((n // 2) // 2) // 2)
+    c5 = c4 // 2
+    if variant == "ssd300":
+        e8 = _down(c5)
+        e9 = _down(e8)
+        maps: tuple[int, ...] = (c4, c5, e8, e9, e9 - 2, e9 - 4)
+        return maps, min(maps)
+    p1 = _down(c4)
+    p2 = _down(p1)
+    p3 = _down(p2)
+    maps = (c4, p1, p2, p3, p3 - 2, p3 - 4)
+    return maps, min(*maps, c5 - 2) if variant == "fssd" else min(maps)
+
+
+def feature_maps(variant: str, width: int, height: int) -> tuple[tuple[int, int], ...]:
+    """(rows, columns) of each source layer's output for a width x height input, in head order; a one-line
+    MfssdError when the input is too small for the last layers (or absurdly large)."""
+    if variant not in VARIANTS:
+        raise MfssdError(f"unknown model variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise MfssdError(f"input size {width}x{height}: each side must be 1..{MAX_SIDE} pixels")
+    (rows, low_r), (cols, low_c) = _axis_maps(variant, height), _axis_maps(variant, width)
+    if min(low_r, low_c) < 1:
+        raise MfssdError(
+            f"input size {width}x{height} is too small for {variant}: its last layers would have no cells; "
+            f"give each side at least {min_input_side(variant)} pixels"
+        )
+    return tuple(zip(rows, cols, strict=True))
+
+
+@functools.cache
+def min_input_side(variant: str) -> int:
+    """The smallest side (pixels) at which every source layer of `variant` has at least one cell."""
+    return next(n for n in range(1, MAX_SIDE + 1) if _axis_maps(variant, n)[1] >= 1)
+
+
+def parse_input_size(text: str | int | Sequence[int], option: str = "--input-size") -> tuple[int, int]:
+    """Text "WxH" (1920x1080) or "N" (square), an int or (W, H) -> (width, height); else a one-line MfssdError.
+    The size's fit to the network is checked by feature_maps (ModelConfig.at_input_size)."""
+    try:
+        if isinstance(text, str):
+            parts = text.lower().replace(" ", "").split("x")
+            if len(parts) == 1:
+                parts *= 2
+            w, h = (int(p) for p in parts)  # ValueError for 3 parts, "", "1920.5"
+        elif isinstance(text, int):
+            w = h = _int(text)  # _int refuses True / False
+        else:
+            w, h = (_int(v) for v in text)
+    except (TypeError, ValueError):
+        raise MfssdError(
+            f"{option} {text!r}: give WIDTHxHEIGHT in pixels (e.g. 1920x1080) or one number for a square input"
+        ) from None
+    if w < 1 or h < 1:
+        raise MfssdError(f"{option} {text!r}: width and height must be positive pixel counts")
+    return w, h
 
 
 def scale_width(channels: int, width: float, divisor: int = 8) -> int:

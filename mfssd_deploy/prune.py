@@ -91,7 +91,8 @@ def prune_model(model: nn.Module, *, ratio: float | None = None, target_params: 
     if (ratio is None) == (target_params is None):
         raise MfssdError("give exactly one of --ratio or --target-params")
     model = model.eval()
-    example = torch.zeros(1, 3, cfg.input_size, cfg.input_size)
+    width, height = cfg.input_wh
+    example = torch.zeros(1, 3, height, width)
     before = _n_params(model)
     if ratio is not None:
         if not 0 < ratio < 0.95:

@@ -89,11 +89,12 @@ def _whole(v: object) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def resolve_tiling(tile: Any, overlap: float | None, default_tile: int, base: Tiling | None = None) -> Tiling | None:
+def resolve_tiling(tile: Any, overlap: float | None, default_tile: int | tuple[int, int],
+                   base: Tiling | None = None) -> Tiling | None:  # fmt: skip
     """What a user passed -> the Tiling in effect (None: no tiling).
 
     tile: None -> `base` (the Detector's own setting); False -> no tiling; True -> `base`, or tiles of
-    `default_tile` (the model's input size); N or (W, H) -> tiles of that size (other settings from
+    `default_tile` (the model's input size: a side or (W, H)); N or (W, H) -> tiles of that size (other settings from
     `base`); a Tiling -> itself. `overlap` replaces the overlap of whatever results; it needs tiling.
     """
     if isinstance(tile, Tiling):
@@ -105,7 +106,7 @@ def resolve_tiling(tile: Any, overlap: float | None, default_tile: int, base: Ti
             raise MfssdError(f"overlap={overlap} with tile=False: tiling is off, so there is no overlap to set")
         return None
     elif tile is True:
-        out = base if base is not None else Tiling((default_tile, default_tile))
+        out = base if base is not None else Tiling(_tile_size(default_tile))
     else:
         size = _tile_size(tile)
         out = replace(base, tile=size) if base is not None else Tiling(size)

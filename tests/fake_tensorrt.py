@@ -25,7 +25,8 @@ branch, or an NVIDIA documentation page):
   dimensions that depend on data read -1 (IExecutionContext::getTensorShape), an engine holding a
   data-dependent layer (NonMaxSuppression, NonZero) fails enqueueV3 under CUDA graph capture and
   invalidates it, and a captured graph replayed after its context's shape changed raises (a graph
-  replays the context state of its capture).
+  replays the context state of its capture); with the fake CUDA bindings (tests/fake_cuda.py) an
+  enqueue runs only when its stream is synchronized, and only on live device memory of its device.
 It proves which calls we make per version, not what TensorRT does with them.
 """
 
@@ -332,12 +333,17 @@ def add_fake_runtime(
     device_capability: Callable[[int], tuple[int, int]] = lambda i: (8, 7),
     built_for: tuple[int, int] = (8, 7),
     capture_fails: bool = False,
+    enqueue: Callable[[int, Callable[[], None]], None] | None = None,
+    check_memory: Callable[[int, int, int], None] | None = None,
 ) -> None:
     """Give the fake a runtime whose 'engine' runs `onnx_path` on ONNX Runtime, reading its input from
     and writing its outputs to the raw addresses our backend binds: the buffer plumbing is real.
     `current_device` / `device_capability` are the (faked) CUDA device state, `built_for` the compute
     capability the engine was built for; `capture_fails` makes enqueueV3 fail under capture (as for an
-    engine streaming its weights: "the graph will not be capturable", IExecutionContext::enqueueV3)."""
+    engine streaming its weights: "the graph will not be capturable", IExecutionContext::enqueueV3).
+    `enqueue(stream, op)` (tests/fake_cuda.py) makes execution asynchronous: the engine runs when its stream
+    is synchronized, in stream order with the copies; `check_memory(ptr, nbytes, device)` refuses a bound
+    address that is not device memory of the engine's device (both None: run at once, any address)."""
     import ctypes
 
     import numpy as np
@@ -403,9 +409,13 @@ def add_fake_runtime(
 
         def _run(self, shape: tuple[int, ...], addresses: dict[str, int]) -> None:
             n = int(np.prod(shape))
+            if check_memory is not None:
+                check_memory(addresses["images"], n * 4, self.engine.device)
             x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(addresses["images"])).reshape(shape).copy()
             for name, arr in zip(outputs, session.run(None, {"images": x}), strict=True):
                 arr = np.ascontiguousarray(arr)
+                if check_memory is not None:
+                    check_memory(addresses[name], arr.nbytes, self.engine.device)
                 ctypes.memmove(addresses[name], arr.ctypes.data, arr.nbytes)
             self.executions += 1
 
@@ -414,7 +424,10 @@ def add_fake_runtime(
             self._on_device("enqueueV3")
             shape, addresses, state = self.shapes["images"], dict(self.addresses), self.state
             if capture["graph"] is None:
-                self._run(shape, addresses)
+                if enqueue is None:
+                    self._run(shape, addresses)
+                else:  # asynchronous: runs when the stream is synchronized
+                    enqueue(stream, lambda: self._run(shape, addresses))
                 return True
             if data_dependent:  # temporary storage of unpredictable size: not capturable
                 capture["invalidated"] = True

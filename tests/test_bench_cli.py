@@ -89,6 +89,48 @@ def test_demo_group_with_accuracy(tmp_path: Path) -> None:
     fp32, int8 = sorted(res["rows"], key=lambda r: r["format"])
     assert fp32["group"] == "demo" and fp32["weights"] == "trained" and fp32["val"]["images"] == 24
     assert fp32["map"] > 0.6 and int8["map"] > 0.6  # the demo model scores 0.86 on 200 such images
-    int8_line = next(t for t in res["targets"] if t["name"].startswith("INT8 accuracy (demo int8-e2e:"))
+    assert fp32["runtime"] == int8["runtime"] == "onnxruntime"  # MFSSD_ONNX_CPU_BACKEND pins the runtimes (conftest)
+    int8_line = next(t for t in res["targets"] if t["name"].startswith("INT8 accuracy (demo int8-e2e onnxruntime:"))
     assert int8_line["status"] in ("PASS", "FAIL") and f"{fp32['map']:.4f}" in int8_line["detail"]
     assert len(list((tmp_path / "cache").glob("demo-*.int8.end2end.onnx"))) == 1
+
+
+def test_tiled_bench_sends_every_tile_of_a_frame_through_the_backend(artifacts: dict, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]  # fmt: skip
+    """--tile: each timed call on a frame runs its whole tile grid (tiling.tile_grid, the SAHI grid) plus the
+    full-frame pass through the backend, in batches no larger than the row's batch size."""
+    import cv2
+    import numpy as np
+
+    from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mfssd_deploy.tiling import tile_grid
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "f.png"), np.full((600, 900, 3), 127, np.uint8))
+    calls: list[int] = []
+    infer = OnnxRuntimeBackend.infer
+
+    def spy(self: OnnxRuntimeBackend, x: np.ndarray) -> list[np.ndarray]:
+        calls.append(int(x.shape[0]))
+        return infer(self, x)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "infer", spy)
+    j = tmp_path / "b.json"
+    code = bench(["--fps", "--models", str(artifacts["e2e"]), "--tile", "300", "--overlap", "0.2", "--images",
+                  str(frames), "--batch-sizes", "8", "--iters", "1", "--warmup", "1", "--no-memory", "-q",
+                  "--cache", str(tmp_path / "cache"), "--json", str(j)])  # fmt: skip
+    assert code == 0
+    (row,) = json.loads(j.read_text())["rows"]
+    assert row["tile"] == "300 @0.2" and "tiled 300" in row["model"] + " tiled " + row["tile"]
+    crops = len(tile_grid(900, 600, (300, 300), 0.2)) + 1  # the grid and the whole frame
+    # the frame is cycled to fill a batch of 8 frames: 8 x crops tiles, in backend calls of 8
+    per_call = [8] * (8 * crops // 8) + ([8 * crops % 8] if 8 * crops % 8 else [])
+    assert len(calls) % len(per_call) == 0 and len(calls) >= 3 * len(per_call)  # load, warm-up, timed
+    assert calls[: len(per_call)] == per_call
+
+
+def test_overlap_without_tile_is_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert bench(["--fps", "--overlap", "0.3", "-q", "--cache", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "add --tile N" in err[0]

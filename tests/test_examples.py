@@ -108,7 +108,7 @@ def test_prune_and_deploy_runs_the_pipeline(tmp_path: Path) -> None:
               cwd=tmp_path)  # fmt: skip
     for step in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5."):
         assert step in out
-    assert "fewer)" in out and "| pruned.int8.end2end.onnx | 8 |" in out
+    assert "fewer)" in out and "| pruned.int8.end2end.onnx onnxruntime | 8 |" in out
     from mfssd_deploy.checkpoint import read_checkpoint
 
     pruned = read_checkpoint(tmp_path / "p" / "pruned.pt")

@@ -34,6 +34,7 @@ DIST_MODULE = {
     "onnxconverter-common": "onnxconverter_common",
     "torch-pruning": "torch_pruning",
     "nvidia-pytriton": "pytriton",
+    "cuda-bindings": "cuda",
 }
 
 

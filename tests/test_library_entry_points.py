@@ -26,6 +26,7 @@ def quick_peaks(monkeypatch: pytest.MonkeyPatch) -> None:
     from mfssd_deploy.bench import stats
 
     monkeypatch.setattr(stats, "fp32_peaks", lambda: {"torch": 100.0})
+    monkeypatch.setattr(stats, "int8_peaks", lambda: {"onnxruntime Q/DQ MatMul": 300.0})
 
 
 def test_run_bench_on_one_narrow_end2end_model(artifacts: dict, tmp_path: Path, quick_peaks: None) -> None:  # type: ignore[type-arg]
@@ -36,10 +37,11 @@ def test_run_bench_on_one_narrow_end2end_model(artifacts: dict, tmp_path: Path, 
     (row,) = result["rows"]
     assert row["format"] == "fp32-e2e" and row["batch"] == 1 and row["iters"] == 2 and row["memory_mb"] is None
     assert result["settings"]["batches"] == [1] and result["env"]["peak_fp32_gflops"] == 100.0
+    assert result["env"]["peak_int8_gops"] == 300.0
     share = next(t for t in result["targets"] if t["name"].startswith("pre + post"))
     assert share["name"] == "pre + post <= 50% of end-to-end at batch 1"  # the request's targets, not the defaults
     text = format_text(result)
-    assert "## Targets" in text and "| m.end2end.onnx | 1 |" in text
+    assert "## Targets" in text and "| m.end2end.onnx onnxruntime | 1 |" in text
     write_outputs(result, text, json=tmp_path / "b.json", markdown=tmp_path / "b.md")
     assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["format"] == "fp32-e2e"
     assert (tmp_path / "b.md").read_text() == text + "\n"
@@ -64,13 +66,13 @@ def test_targets_are_data() -> None:
         return {"model": model, "group": group, "format": fmt, "precision": "fp32", "batch": 1, "images_per_s": ips,
                 "weights": report.RANDOM_WEIGHTS, "stages_ms": None}  # fmt: skip
 
-    rows = [row("full", "fp32-e2e", 30.0), row("peer", "eager", 5.0, report.TORCHVISION),
+    rows = [row("full", "fp32-e2e", 45.0), row("peer", "eager", 5.0, report.TORCHVISION),
             row("peer", "eager", 2.0, report.REFERENCE)]  # fmt: skip
     default = next(t for t in report.targets(rows, [1])[0] if t.name.startswith("speed"))
     strict = next(t for t in report.targets(rows, [1], report.Targets(speedup=10.0))[0] if t.name.startswith("speed"))
-    assert default.status == "PASS" and ">= 5x torchvision" in default.name  # 6x
+    assert default.status == "PASS" and ">= 8x torchvision" in default.name  # 9x
     assert strict.status == "FAIL" and ">= 10x torchvision" in strict.name
-    assert report.Targets().paper_gpu_fps == 79.5 and report.Targets().speedup == 5.0
+    assert report.Targets().paper_gpu_fps == 79.5 and report.Targets().speedup == 8.0
 
 
 def test_run_export_writes_engines_and_a_triton_repository(artifacts: dict, tmp_path: Path,  # type: ignore[type-arg]

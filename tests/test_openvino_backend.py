@@ -224,3 +224,75 @@ def test_cpu_default_rule_puts_symmetric_int8_on_openvino(artifacts: dict[str, P
     monkeypatch.setenv(ONNX_CPU_ENV, "tflite")
     with pytest.raises(MfssdError, match="set it to onnxruntime or openvino"):
         Detector(artifacts["int8"])
+
+
+def test_bench_runs_each_onnx_file_in_each_cpu_runtime(artifacts: dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """mfssd-bench's OpenVINO rows: every runtime asked for, the bf16 hint on FP32 files only, and each row
+    really ran in the runtime its name says (the backend it reports, the precision OpenVINO compiled)."""
+    from mfssd_deploy.bench import stats
+    from mfssd_deploy.bench.run import BenchRequest, run_bench
+
+    monkeypatch.setattr(stats, "fp32_peaks", lambda: {"torch": 100.0})
+    monkeypatch.setattr(stats, "int8_peaks", lambda: {"openvino Q/DQ MatMul": 300.0})
+    req = BenchRequest(fps=True, models=(str(artifacts["e2e"]), str(artifacts["int8"])), batch_sizes=(1,), iters=2,
+                       warmup=1, peers=False, memory=False, cache=tmp_path,
+                       runtimes=("onnxruntime", "openvino", "openvino-bf16"))  # fmt: skip
+    rows = run_bench(req)["rows"]
+    got = sorted((r["model"], r["runtime"], r["backend"], r["precision"]) for r in rows)
+    assert got == [("m.end2end.onnx", "onnxruntime", "onnxruntime", "fp32"),
+                   ("m.end2end.onnx", "openvino", "openvino", "fp32"),
+                   ("m.end2end.onnx", "openvino-bf16", "openvino", "bf16"),
+                   ("m.int8.end2end.onnx", "onnxruntime", "onnxruntime", "int8-qdq"),
+                   ("m.int8.end2end.onnx", "openvino", "openvino", "int8-qdq")]  # fmt: skip
+    int8 = [r for r in rows if r["precision"] == "int8-qdq"]
+    assert all(r["fraction_of_peak"] == pytest.approx(r["achieved_gflops_per_s"] / 300.0) for r in int8)
+
+
+def test_bench_rejects_an_unknown_runtime() -> None:
+    from mfssd_deploy.bench.run import BenchRequest, validate
+
+    with pytest.raises(MfssdError, match=r"--runtimes: unknown \['tvm'\]"):
+        validate(BenchRequest(fps=True, runtimes=("tvm",)))
+
+
+def test_int8_peaks_measure_each_installed_runtime() -> None:
+    from mfssd_deploy.bench.stats import int8_peaks
+
+    peaks = int8_peaks(n=256, repeats=2)
+    assert set(peaks) == {"onnxruntime MatMulInteger", "onnxruntime Q/DQ MatMul", "openvino Q/DQ MatMul"}
+    assert all(v > 0 for v in peaks.values())
+
+
+def test_int8_peak_graph_computes_the_quantized_product() -> None:
+    """The Q/DQ matmul the INT8 peak times is the real product of the quantized operands (reference: numpy)."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from mfssd_deploy.bench.stats import _qdq_matmul
+
+    model = _qdq_matmul(64)
+    w = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "W").astype(np.float64) * 0.01
+    x = np.random.default_rng(1).random((64, 64), dtype=np.float32)
+    xq = np.clip(np.round(x * 255), 0, 255) / 255
+    for run in (ort.InferenceSession(model.SerializeToString()).run(None, {"X": x})[0],):
+        np.testing.assert_allclose(run, xq @ w, rtol=1e-3, atol=1e-3)
+
+
+def test_nncf_peer_is_written_once_and_runs(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    """The OpenVINO + NNCF peer: an INT8 IR beside no temporary files, reused on the next call, whose
+    end2end outputs have the contract's shapes; OpenVINO's own defaults on our file run the same way."""
+    pytest.importorskip("nncf")
+    from mfssd_deploy.bench.openvino_peers import OpenVinoPeer, nncf_quantized
+
+    cfg = OnnxRuntimeBackend(artifacts["e2e"]).config
+    xml = nncf_quantized(artifacts["e2e"], artifacts["imgs"], tmp_path, cfg)
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([xml.name, xml.with_suffix(".bin").name])
+    mtime = xml.stat().st_mtime_ns
+    assert nncf_quantized(artifacts["e2e"], artifacts["imgs"], tmp_path, cfg) == xml and xml.stat().st_mtime_ns == mtime
+    assert "FakeQuantize" in xml.read_text()  # NNCF's INT8 form
+    imgs = _images(artifacts)[:2]
+    for path in (xml, artifacts["int8"]):
+        num, boxes, scores, classes = OpenVinoPeer(path, cfg)(imgs)
+        assert num.shape == (2, 1) and boxes.shape[0] == 2 and boxes.shape[2] == 4 and scores.shape == classes.shape

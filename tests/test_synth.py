@@ -69,3 +69,26 @@ def test_cli_prints_histogram(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert sum(hist["train"].values()) == len(
         json.loads((tmp_path / "d/annotations/train.json").read_text())["annotations"]
     )
+
+
+def test_cli_large_writes_the_large_frame_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mfssd-data synth --large`: 1920x1080 / 1280x720 COCO frames, many mostly small objects, byte for byte the
+    set generate_large (the tiling benchmark's) writes for the same seed, and again for a second run."""
+    from mfssd_deploy.data.synth import generate_large
+
+    args = ["synth", "--large", "--val", "3", "--seed", "1", "--no-progress"]
+    assert data_main([*args, "--out", str(tmp_path / "cli")]) == 0
+    assert data_main([*args, "--out", str(tmp_path / "cli2")]) == 0
+    assert "small (<32^2)" in capsys.readouterr().out
+    generate_large(tmp_path / "lib", 3, seed=1, show_progress=False)
+    assert not (tmp_path / "cli" / "train").exists()  # --large: no training split unless asked
+    for rel in ("annotations/val.json", "val/000000.jpg", "val/000002.jpg"):
+        ref = (tmp_path / "lib" / rel).read_bytes()
+        assert (tmp_path / "cli" / rel).read_bytes() == ref == (tmp_path / "cli2" / rel).read_bytes(), rel
+    coco = json.loads((tmp_path / "cli" / "annotations" / "val.json").read_text())
+    assert {(im["width"], im["height"]) for im in coco["images"]} <= {(1920, 1080), (1280, 720)}
+    areas = np.array([a["bbox"][2] * a["bbox"][3] for a in coco["annotations"]])
+    assert len(areas) >= 3 * 40 and (areas < 32**2).mean() > 0.6 and np.sqrt(areas).min() >= 8
+    other = tmp_path / "seed2"
+    assert data_main(["synth", "--large", "--val", "1", "--seed", "2", "--no-progress", "--out", str(other)]) == 0
+    assert (other / "val/000000.jpg").read_bytes() != (tmp_path / "cli/val/000000.jpg").read_bytes()

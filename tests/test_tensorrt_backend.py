@@ -248,9 +248,11 @@ def test_data_dependent_output_dimensions_are_refused(fake_cuda, artifacts, tmp_
 def test_profile_and_compat_errors(fake_cuda, artifacts, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     install(monkeypatch, fake_cuda, artifacts["e2e"], "end2end", version="8.6.1")
     engine = make_engine(tmp_path, artifacts["e2e"], version="8.6.1", batch=(1, 2))
-    det = Detector(engine, device="cuda", batch_size=4)
+    with pytest.raises(MfssdError, match=r"batch_size=4: m.end2end.engine's batch profile allows at most 2"):
+        Detector(engine, device="cuda", batch_size=4)  # refused when made, not at the first call
+    backend = Detector(engine, device="cuda").backend
     with pytest.raises(MfssdError, match=r"batch 4 is outside the engine's profile 1\.\.2"):
-        det([np.zeros((50, 50, 3), np.uint8)] * 4)
+        backend.infer(np.zeros((4, 3, 300, 300), np.float32))  # the backend itself still checks
     with pytest.raises(MfssdError, match="TensorRT engines run on the GPU"):
         Detector(engine, device="cpu", backend="tensorrt")
     other = make_engine(tmp_path / "..", artifacts["e2e"], version="10.3.0")
@@ -268,3 +270,30 @@ def test_threads_share_one_context_safely(fake_cuda, artifacts, tmp_path, monkey
     det = Detector(make_engine(tmp_path, artifacts["e2e"]), device="cuda")
     imgs = images(artifacts) * 2
     assert_thread_safe(det, imgs)
+
+
+def test_tiles_of_a_large_frame_fill_the_engines_batch_profile(fake_cuda, artifacts, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Tiled inference on an engine: batch_size defaults to the profile's largest batch, so a 1080p frame's 41
+    crops (40 tiles of 300 at overlap 0.2 + the whole frame) take 3 engine calls at a 1..16 profile; the
+    results equal ONNX Runtime's tiled results on the same ONNX; a batch_size beyond the profile is refused
+    when the Detector is made."""
+    from mfssd_deploy.tiling import tile_grid
+
+    install(monkeypatch, fake_cuda, artifacts["e2e"], "end2end")
+    engine = make_engine(tmp_path, artifacts["e2e"], batch=(1, 16))
+    det = Detector(engine, device="cuda", tile=300)
+    assert det.batch_size == 16
+    calls: list[int] = []
+    infer = det.backend.infer
+    monkeypatch.setattr(det.backend, "infer", lambda x: (calls.append(int(x.shape[0])), infer(x))[1])
+    rng = np.random.default_rng(0)
+    frame = (rng.random((1080, 1920, 3)) * 60).astype(np.uint8)
+    for i, (x, y) in enumerate([(100, 100), (290, 260), (1500, 900), (960, 540)]):  # two across tile borders
+        cv2.circle(frame, (x, y), 18 + 4 * i, (0, 0, 255), -1)
+    crops = len(tile_grid(1920, 1080, (300, 300), 0.2)) + 1
+    assert crops == 41
+    got = det.detect_arrays([frame])
+    assert calls == [16, 16, 9]
+    same(got, Detector(artifacts["e2e"], tile=300, batch_size=16).detect_arrays([frame]), iou=0.9999, tol=1e-6)
+    with pytest.raises(MfssdError, match=r"batch profile allows at most 16 per call"):
+        Detector(engine, device="cuda", batch_size=32)

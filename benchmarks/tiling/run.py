@@ -1,4 +1,5 @@
-"""Tiled inference on large frames: accuracy and speed of the demo model, ours against SAHI on the same detector.
+"""Tiled inference on large frames: accuracy and speed of the demo model, ours against SAHI on the same detector,
+and native resolution (the whole frame at its own size, priors for the larger feature maps: no tiles).
 
 Accuracy (COCO AP family, the project's evaluation: mfssd_deploy.evaluation.runner.evaluate) on the large-frame
 small-object set (mfssd_deploy.data.synth.generate_large): the whole frame resized, our tiling (every backend
@@ -7,6 +8,12 @@ get_sliced_prediction driving the same Detector one slice at a time. Speed (imag
 frame per call, decoded beforehand): every configuration once per round, rounds interleaved, only while the
 1-minute load average is at most --max-load (waits up to --wait seconds for a quiet machine, then measures
 anyway and says so). Writes results.json, results.md and tile_grid.jpg into --out.
+
+Native resolution: the demo model exported end2end (FP32, and INT8 calibrated on held-out frames of the same size,
+generate_large seed 2) at each camera resolution of the set (1920x1080, 1280x720: one export per camera size, as a
+deployment has), plus the .pt with Detector(input_size=...); every frame runs at its own size, one call per frame.
+`--native-only` measures just these rows (and, in the same speed rounds, the tiled ORT rows they are compared with)
+and merges them into an existing results.json.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -33,6 +41,7 @@ from mfssd_deploy.data.sources import open_dataset
 from mfssd_deploy.data.synth import generate_large
 from mfssd_deploy.demo_assets import DEMO_MODEL, DEMO_ONNX, DEMO_ONNX_INT8
 from mfssd_deploy.evaluation.runner import evaluate
+from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
 from mfssd_deploy.runtime.inputs import read_image
 from mfssd_deploy.tiling import Tiling, plan_crops, tile_grid
 
@@ -41,6 +50,8 @@ OVERLAP = 0.2
 DEFAULT = Tiling((TILE, TILE), OVERLAP)  # nms, ios 0.5, edge drop, full frame
 SAHI_ALIKE = Tiling((TILE, TILE), OVERLAP, merge="nms", edge="merge")  # what SAHI can be configured to do
 GREEDY = Tiling((TILE, TILE), OVERLAP, merge="greedy_nmm", edge="merge")  # SAHI's default algorithm
+NATIVE_SIZES: tuple[tuple[int, int], ...] = ((1920, 1080), (1280, 720))  # the set's camera resolutions (W, H)
+CALIB_SEED, CALIB_FRAMES = 2, 16  # INT8 calibration frames for the native exports: held out from the set (seed 1)
 
 
 # ------------------------------------------------------------------------------------------------ SAHI peer
@@ -142,6 +153,72 @@ def openvino_detector(conf: float | None) -> Detector | None:
         return None
 
 
+# -------------------------------------------------------------------------------------- native resolution
+
+Native = dict[tuple[int, int], Detector]  # one Detector per camera resolution (W, H)
+
+
+def native_exports(work: Path) -> dict[tuple[int, int], dict[str, Path]]:
+    """The demo model exported end2end at each NATIVE_SIZES (FP32 and INT8 Q/DQ) into `work`, reused when there.
+    INT8 calibrates on CALIB_FRAMES held-out large frames of that size (the pipeline resizes each calibration image
+    to the input size, so frames of the camera's own size are what a deployment would calibrate on)."""
+    frames = work / "calib_frames"
+    if not (frames / "annotations" / "val.json").is_file():
+        generate_large(frames, CALIB_FRAMES, seed=CALIB_SEED, show_progress=False)
+    coco = json.loads((frames / "annotations" / "val.json").read_text())
+    out = {}
+    for w, h in NATIVE_SIZES:
+        name = f"demo_{w}x{h}"
+        paths = {"fp32": work / f"{name}.end2end.onnx", "int8": work / f"{name}.int8.end2end.onnx"}
+        if not all(p.is_file() for p in paths.values()):
+            calib = work / f"calib_{w}x{h}"
+            calib.mkdir(parents=True, exist_ok=True)
+            for im in coco["images"]:
+                if (im["width"], im["height"]) == (w, h):
+                    shutil.copy(frames / "val" / im["file_name"], calib / im["file_name"])
+            files = sorted(calib.glob("*.jpg"))
+            if len(files) < 3:
+                raise SystemExit(f"only {len(files)} calibration frames of {w}x{h}: raise CALIB_FRAMES")
+            t0 = time.perf_counter()
+            run_export(ExportRequest(model=DEMO_MODEL, out_dir=work, name=name, layouts=("end2end",), int8=True,
+                                     calib=calib, calib_num=len(files), parity_images=files[:2], input_size=(w, h),
+                                     time_runs=0))  # fmt: skip
+            print(f"exported {name} (FP32 + INT8, {len(files)} calibration frames) in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+        out[(w, h)] = paths
+    return out
+
+
+def native_detectors(work: Path) -> dict[str, Native]:
+    exports = native_exports(work)
+    return {
+        "torch .pt": {size: Detector(DEMO_MODEL, input_size=size) for size in NATIVE_SIZES},
+        "ORT FP32 end2end": {size: Detector(exports[size]["fp32"]) for size in NATIVE_SIZES},
+        "ORT INT8 end2end": {size: Detector(exports[size]["int8"]) for size in NATIVE_SIZES},
+    }
+
+
+def native(dets: Native) -> Callable[[list[np.ndarray]], list[tuple]]:
+    """Every frame whole, at its own size, through the model exported for that size (one call per frame)."""
+
+    def predict(images: list[np.ndarray]) -> list[tuple]:
+        out = []
+        for img in images:
+            det = dets.get((img.shape[1], img.shape[0]))
+            if det is None:
+                raise SystemExit(f"a {img.shape[1]}x{img.shape[0]} frame: no native model for it ({NATIVE_SIZES})")
+            (r,) = det.detect_arrays([img], tile=False)
+            out.append((r.boxes, r.scores, r.labels))
+        return out
+
+    return predict
+
+
+def native_label() -> str:
+    sizes = " / ".join(f"{w}x{h}" for w, h in NATIVE_SIZES)
+    return f"native resolution: each frame whole at its own size ({sizes}), no tiles"
+
+
 # ----------------------------------------------------------------------------------------------- accuracy
 
 
@@ -152,14 +229,23 @@ def ours(det: Detector, tiling: Tiling | None) -> Callable[[list[np.ndarray]], l
     return predict
 
 
-def accuracy_rows(source: Any, dets: dict[str, Detector], dets03: dict[str, Detector]) -> list[dict[str, Any]]:
+Plan = list[tuple[str, str, str, Callable[..., list[tuple]]]]  # (row, backend, key, predictor)
+
+
+def native_plan(nat: dict[str, Native]) -> Plan:
+    return [(native_label(), name, "native", native(d)) for name, d in nat.items()]
+
+
+def accuracy_rows(source: Any, dets: dict[str, Detector], dets03: dict[str, Detector],
+                  nat: dict[str, Native]) -> list[dict[str, Any]]:  # fmt: skip
     from dataclasses import replace
 
     fp32, int8, fp32_03 = dets["ORT FP32 end2end"], dets["ORT INT8 end2end"], dets03["ORT FP32 end2end"]
     ort = "ORT FP32 end2end"
-    plan: list[tuple[str, str, str, Callable[..., list[tuple]]]] = [
+    plan: Plan = [
         ("whole frame resized to 300x300", ort, "untiled", ours(fp32, None)),
         ("whole frame resized to 300x300", "ORT INT8 end2end", "untiled", ours(int8, None)),
+        *native_plan(nat),
     ]
     plan += [("ours: tiled, defaults", name, "default", ours(det, DEFAULT)) for name, det in dets.items()]
     plan += [
@@ -181,6 +267,10 @@ def accuracy_rows(source: Any, dets: dict[str, Detector], dets03: dict[str, Dete
         ("at conf 0.3 -- SAHI: GREEDYNMM IoS 0.5 (its default at this threshold)", ort, "conf0.3_sahi_greedy",
          sahi_predictor(fp32_03, SahiSettings("GREEDYNMM", force=False))),
     ]  # fmt: skip
+    return evaluate_plan(source, plan)
+
+
+def evaluate_plan(source: Any, plan: Plan) -> list[dict[str, Any]]:
     rows = []
     for label, backend, key, predict in plan:
         t0 = time.perf_counter()
@@ -209,8 +299,8 @@ def wait_for_quiet(max_load: float, budget: list[float]) -> float:
         budget[0] -= step
 
 
-def speed(frames: list[np.ndarray], dets: dict[str, Detector], dets03: dict[str, Detector], rounds: int,
-          max_load: float, wait_s: float) -> dict[str, Any]:  # fmt: skip
+def speed(frames: list[np.ndarray], dets: dict[str, Detector], dets03: dict[str, Detector], nat: dict[str, Native],
+          rounds: int, max_load: float, wait_s: float) -> dict[str, Any]:  # fmt: skip
     fp32, int8 = "ORT FP32 end2end", "ORT INT8 end2end"
     cfgs: dict[str, tuple[str, Callable[[list[np.ndarray]], list[tuple]]]] = {
         "untiled ORT FP32": (fp32, ours(dets[fp32], None)),
@@ -225,6 +315,41 @@ def speed(frames: list[np.ndarray], dets: dict[str, Detector], dets03: dict[str,
     cfgs["ours ORT INT8 end2end @conf0.3"] = (int8, ours(dets03[int8], DEFAULT))
     sahi_03 = SahiSettings("GREEDYNMM", force=False)
     cfgs["SAHI ORT INT8 end2end @conf0.3"] = (int8, sahi_predictor(dets03[int8], sahi_03))
+    cfgs.update(native_cfgs(nat))
+    times, loads = time_rounds(frames, cfgs, rounds, max_load, wait_s)
+    pairs = [(f"ours {name}", f"SAHI {name}") for name in dets]
+    pairs += [("ours torch .pt, batch 1", "SAHI torch .pt"),
+              ("ours ORT INT8 end2end", "SAHI ORT INT8 end2end, batch 8"),
+              ("ours ORT INT8 end2end @conf0.3", "SAHI ORT INT8 end2end @conf0.3"),
+              ("ours torch .pt", "ours torch .pt, batch 1"),
+              ("ours ORT INT8 end2end", "ours ORT INT8 end2end, batch 1"),
+              ("ours ORT FP32 end2end", "untiled ORT FP32"),
+              *native_pairs(nat),
+              *[(f"native {name}", f"SAHI {name}") for name in nat if f"SAHI {name}" in cfgs]]  # fmt: skip
+    return speed_result(frames, cfgs, times, loads, rounds, max_load, pairs)
+
+
+def native_cfgs(nat: dict[str, Native]) -> dict[str, tuple[str, Callable[[list[np.ndarray]], list[tuple]]]]:
+    return {f"native {name}": (name, native(d)) for name, d in nat.items()}
+
+
+def native_pairs(nat: dict[str, Native]) -> list[tuple[str, str]]:
+    return [(f"native {name}", f"ours {name}") for name in nat]
+
+
+def native_speed(frames: list[np.ndarray], dets: dict[str, Detector], nat: dict[str, Native], rounds: int,
+                 max_load: float, wait_s: float) -> dict[str, Any]:  # fmt: skip
+    """The native rows' speed, with the tiled rows they replace timed in the same rounds (--native-only)."""
+    cfgs = {f"ours {name}": (name, ours(dets[name], DEFAULT)) for name in nat if name in dets}
+    cfgs.update(native_cfgs(nat))
+    times, loads = time_rounds(frames, cfgs, rounds, max_load, wait_s)
+    pairs = [p for p in native_pairs(nat) if p[1] in cfgs]
+    return speed_result(frames, cfgs, times, loads, rounds, max_load, pairs)
+
+
+def time_rounds(frames: list[np.ndarray], cfgs: dict[str, tuple[str, Callable[[list[np.ndarray]], list[tuple]]]],
+                rounds: int, max_load: float, wait_s: float) -> tuple[dict[str, list[float]], list[float]]:  # fmt: skip
+    """Seconds per round of each configuration over `frames` (one frame per call), rounds interleaved."""
     for _, fn in cfgs.values():  # warm-up: sessions, allocators, first-call costs
         fn(frames[:1])
     budget = [wait_s]
@@ -240,14 +365,13 @@ def speed(frames: list[np.ndarray], dets: dict[str, Detector], dets03: dict[str,
                 fn([f])
             times[key].append(time.perf_counter() - t0)
         print(f"round {r + 1}/{rounds} (load {loads[-1]:.2f}) done", flush=True)
+    return times, loads
+
+
+def speed_result(frames: list[np.ndarray], cfgs: dict[str, tuple[str, Any]], times: dict[str, list[float]],
+                 loads: list[float], rounds: int, max_load: float,
+                 pairs: list[tuple[str, str]]) -> dict[str, Any]:  # fmt: skip
     fps = {k: len(frames) / statistics.median(v) for k, v in times.items()}
-    pairs = [(f"ours {name}", f"SAHI {name}") for name in dets]
-    pairs += [("ours torch .pt, batch 1", "SAHI torch .pt"),
-              ("ours ORT INT8 end2end", "SAHI ORT INT8 end2end, batch 8"),
-              ("ours ORT INT8 end2end @conf0.3", "SAHI ORT INT8 end2end @conf0.3"),
-              ("ours torch .pt", "ours torch .pt, batch 1"),
-              ("ours ORT INT8 end2end", "ours ORT INT8 end2end, batch 1"),
-              ("ours ORT FP32 end2end", "untiled ORT FP32")]  # fmt: skip
     # a ratio > 1: the first is faster; the median of the per-round ratios (both timed in the same round)
     ratios = {f"{a} vs {b}": statistics.median(tb / ta for ta, tb in zip(times[a], times[b], strict=True))
               for a, b in pairs}  # fmt: skip
@@ -276,6 +400,10 @@ def markdown(res: dict[str, Any]) -> str:
     fps = sp["images_per_s"] if sp else {}
 
     def speed_of(row: dict[str, Any]) -> str:
+        if row["key"] == "native":  # measured alone (--native-only) or with the rest
+            rates = (res.get("native_speed") or sp or {}).get("images_per_s", {})
+            key = f"native {row['backend']}"
+            return f"{rates[key]:.2f}" if key in rates else ""
         name = {"default": f"ours {row['backend']}", "sahi_nms": f"SAHI {row['backend']}",
                 "untiled": f"untiled {row['backend'].removesuffix(' end2end')}"}.get(row["key"], "")  # fmt: skip
         return f"{fps[name]:.2f}" if name in fps else ""
@@ -312,7 +440,24 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [f"| {k} | {sp['backend_of'][k]} | {v:.2f} |" for k, v in sp["images_per_s"].items()]
         lines += ["", "| speed ratio: A vs B (> 1: A is faster; median of per-round ratios) | x |", "|---|---:|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in sp["ratios"].items()]
-    lines += ["", *decisions(res["accuracy"])]
+    ns = res.get("native_speed")
+    if ns:
+        lines += [
+            "",
+            f"Native-resolution speed, measured on its own (`run.py --native-only`) with the tiled rows it replaces "
+            f"timed in the same rounds: {ns['frames']} frames of {ns['frame_size'][0]}x{ns['frame_size'][1]}, "
+            f"{ns['rounds']} interleaved rounds (median); 1-minute load per round: "
+            f"{', '.join(f'{v:.2f}' for v in ns['load_1min_per_round'])}"
+            + ("" if ns["quiet"] else f" -- NOT QUIET (above {ns['max_load']}): trust the ratios over the rates")
+            + ".",
+            "",
+            "| configuration | backend | img/s |",
+            "|---|---|---:|",
+        ]
+        lines += [f"| {k} | {ns['backend_of'][k]} | {v:.2f} |" for k, v in ns["images_per_s"].items()]
+        lines += ["", "| speed ratio: A vs B (> 1: A is faster; median of per-round ratios) | x |", "|---|---:|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in ns["ratios"].items()]
+    lines += ["", *decisions(res["accuracy"]), *native_decision(res)]
     env = res["environment"]
     versions = ", ".join(f"{k} {env[k]}" for k in ("sahi", "onnxruntime", "torch", "openvino"))
     lines += ["", f"Machine: {env['cpu']}, {env['cores']} cores; Python {env['python']}, mfssd-deploy "
@@ -342,6 +487,36 @@ def decisions(rows: list[dict[str, Any]]) -> list[str]:
         f"- same settings as SAHI (NMS IoS 0.5, cut boxes kept): AP {a['sahi_alike']['AP']:.4f} ours, "
         f"{a['sahi_nms']['AP']:.4f} SAHI.",
     ]  # fmt: skip
+
+
+def native_decision(res: dict[str, Any]) -> list[str]:
+    """Native resolution against tiling, per backend measured: the default for large frames follows from it."""
+    rows = res["accuracy"]
+    nat = {r["backend"]: r for r in rows if r["key"] == "native"}
+    tiled = {r["backend"]: r for r in rows if r["key"] == "default"}
+    both = [b for b in nat if b in tiled]
+    if not both:
+        return []
+    ratios = {**(res.get("speed") or {}).get("ratios", {}), **(res.get("native_speed") or {}).get("ratios", {})}
+    out = ["", "Native resolution against tiling (tiled: the defaults above; same backend, same frames):", ""]
+    for b in both:
+        n, t = nat[b], tiled[b]
+        x = ratios.get(f"native {b} vs ours {b}")
+        speed_txt = f", {x:.1f}x the frames per second" if x is not None else ""
+        out.append(f"- {b}: AP {n['AP']:.3f} against {t['AP']:.3f} ({100 * (n['AP'] - t['AP']):+.1f}), APs "
+                   f"{n['APs']:.3f} against {t['APs']:.3f}, APl {n['APl']:.3f} against "
+                   f"{t['APl']:.3f}{speed_txt};")  # fmt: skip
+    fp32 = "ORT FP32 end2end"
+    x = ratios.get(f"native {fp32} vs ours {fp32}")
+    if fp32 in both and x is not None:
+        d_ap = 100 * (nat[fp32]["AP"] - tiled[fp32]["AP"])
+        wins = d_ap > -1.0 and x > 1.0  # within a point of tiling's AP and faster: native is the better trade
+        native_wins = (f"Default for large frames from a fixed camera: native resolution ({d_ap:+.1f} AP, {x:.1f}x "
+                       "the speed, no tile borders, one call per frame); tiling stays for frame sizes without an "
+                       "export of their own.")  # fmt: skip
+        tiling_wins = f"Default for large frames: tiling (native resolution: {d_ap:+.1f} AP at {x:.1f}x the speed)."
+        out += ["", native_wins if wins else tiling_wins]
+    return out
 
 
 def environment() -> dict[str, Any]:
@@ -376,6 +551,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait", type=float, default=900, help="seconds to wait for a quiet machine, in all")
     ap.add_argument("--no-speed", action="store_true", help="accuracy only")
     ap.add_argument("--keep-accuracy", action="store_true", help="reuse the accuracy rows of an existing results.json")
+    ap.add_argument("--native-only", action="store_true",
+                    help="measure only the native-resolution rows (accuracy, and speed beside the tiled ORT rows in "
+                         "the same rounds) and merge them into the existing results.json")  # fmt: skip
+    ap.add_argument(
+        "--native-dir",
+        default="runs/tiling_native",
+        help="where the native-resolution exports and their calibration frames go (reused when there)",
+    )
     args = ap.parse_args(argv)
     logging.getLogger("sahi").setLevel(logging.ERROR)  # its switch to NMS/IOU is stated in the row's name
     out = Path(args.out)
@@ -394,22 +577,40 @@ def main(argv: list[str] | None = None) -> int:
         "crops_per_1080p_frame": len(plan_crops([(1080, 1920)], DEFAULT)),
         "environment": environment(),
     }  # fmt: skip
-    dets, dets03 = detectors(), detectors(conf=0.3)
     previous = out / "results.json"
-    if args.keep_accuracy and previous.is_file():
-        res["accuracy"] = json.loads(previous.read_text())["accuracy"]
-    else:
-        res["accuracy"] = accuracy_rows(source, dets, dets03)
     largest = max((r.width * r.height, r.width, r.height) for r in source.records)[1:]  # 1920x1080 in the set
     big = [r.path for r in source.records if (r.width, r.height) == largest][: args.speed_frames]
     frames = [read_image(p) for p in big]
+    nat = native_detectors(Path(args.native_dir))
+    if args.native_only:
+        if not previous.is_file():
+            raise SystemExit(f"--native-only merges into {previous}: run the whole benchmark once first")
+        res = json.loads(previous.read_text())
+        rows = [r for r in res["accuracy"] if r["key"] != "native"]
+        new = evaluate_plan(source, native_plan(nat))
+        at = max((i + 1 for i, r in enumerate(rows) if r["key"] == "untiled"), default=0)  # after the resized rows
+        res["accuracy"] = rows[:at] + new + rows[at:]
+        if not args.no_speed:
+            ort = {"ORT FP32 end2end": Detector(DEMO_ONNX), "ORT INT8 end2end": Detector(DEMO_ONNX_INT8)}
+            res["native_speed"] = native_speed(frames, ort, nat, args.rounds, args.max_load, args.wait)
+        write_results(out, res)
+        return 0
+    dets, dets03 = detectors(), detectors(conf=0.3)
+    if args.keep_accuracy and previous.is_file():
+        res["accuracy"] = json.loads(previous.read_text())["accuracy"]
+    else:
+        res["accuracy"] = accuracy_rows(source, dets, dets03, nat)
     picture(out / "tile_grid.jpg", frames[0], dets["ORT FP32 end2end"])
     if not args.no_speed:
-        res["speed"] = speed(frames, dets, dets03, args.rounds, args.max_load, args.wait)
+        res["speed"] = speed(frames, dets, dets03, nat, args.rounds, args.max_load, args.wait)
+    write_results(out, res)
+    return 0
+
+
+def write_results(out: Path, res: dict[str, Any]) -> None:
     (out / "results.json").write_text(json.dumps(res, indent=1) + "\n")
     (out / "results.md").write_text(markdown(res))
     print((out / "results.md").read_text())
-    return 0
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ class BenchRequest:
     cuda_graphs: bool = False
     threads: int = 0  # CPU threads for ONNX Runtime and torch (0: all cores)
     cache: Path | None = None  # None: suite.default_cache()
+    runtimes: tuple[str, ...] | None = None  # CPU runtimes of the ONNX rows (suite.CPU_RUNTIMES); None: installed
+    tile: int | None = None  # tiled inference in every row of ours (tile side in pixels); None: whole images
+    overlap: float | None = None  # with `tile`: the tiles' overlap (None: the Detector's default, 0.2)
     workspace_gb: float = 2.0  # TensorRT builder workspace of the groups' engines
     timing_cache: Path | None = None  # None: one per GPU, TensorRT version and profile in `cache`
     targets: Targets = field(default_factory=Targets)  # what the PASS/FAIL lines judge against
@@ -73,6 +76,33 @@ def validate(req: BenchRequest) -> None:
     unknown = set(req.formats) - set(ALL_FORMATS)
     if unknown:
         raise MfssdError(f"--formats: unknown {sorted(unknown)}; choose from {', '.join(ALL_FORMATS)}")
+    _runtimes(req.runtimes)
+    if req.overlap is not None and req.tile is None:
+        raise MfssdError("--overlap sets up tiled inference: add --tile N (e.g. --tile 300)")
+    if req.tile is not None:
+        from mfssd_deploy.tiling import DEFAULT_OVERLAP, Tiling
+
+        Tiling((req.tile, req.tile), DEFAULT_OVERLAP if req.overlap is None else req.overlap)  # one-line errors
+
+
+def _runtimes(asked: Sequence[str] | None) -> tuple[str, ...]:
+    """The CPU runtimes of this run: those asked (each must exist and be installed), or all installed."""
+    from mfssd_deploy.bench.suite import CPU_RUNTIMES, default_cpu_runtimes, installed_cpu_runtimes
+
+    if asked is None:
+        return default_cpu_runtimes()
+    have = installed_cpu_runtimes()
+    unknown = set(asked) - set(CPU_RUNTIMES)
+    if unknown:
+        raise MfssdError(f"--runtimes: unknown {sorted(unknown)}; choose from {', '.join(CPU_RUNTIMES)}")
+    missing = [r for r in asked if r not in have]
+    if missing:
+        raise MfssdError(
+            f'--runtimes {",".join(missing)}: OpenVINO is not installed: pip install "mfssd-deploy[openvino]"'
+        )
+    if not asked:
+        raise MfssdError("--runtimes: name at least one of " + ", ".join(CPU_RUNTIMES))
+    return tuple(asked)
 
 
 @dataclass
@@ -123,17 +153,25 @@ def _load_configurations(req: BenchRequest) -> _Loaded:
     _require_group_extras([g for g in groups if g in GROUPS], bool(req.models))
     devices = _devices(req.device)
     cache = req.cache or suite.default_cache()
-    image_paths, images = _timing_images(req.images)
+    image_paths, images = _timing_images(req.images, cache if req.tile is not None else None)
     # the synthetic set calibrates the groups' INT8 exports and is the default validation set
     need_data = req.val == "synth" or any(g in GROUPS for g in groups)
     data = suite.synth_data(cache, calib=100, val=req.val_images) if need_data else None
     val_source = _val_source(req.val, data)  # before the long work: a wrong --val DIR fails now
     engines = engine_target(devices, req) if any(g in GROUPS for g in groups) else None
     models = suite.prepare(groups, cache, data / "train" if data else None, engines)
-    specs = artifact_specs(models, req.formats, devices, max(req.batch_sizes), req.threads, req.cuda_graphs)
+    runtimes = _runtimes(req.runtimes)
+    specs = artifact_specs(models, req.formats, devices, max(req.batch_sizes), req.threads, req.cuda_graphs, runtimes)
+    for spec in specs:
+        spec.update(tile=req.tile, overlap=req.overlap)
     full = next((m for m in models if m.group == "full"), None)
-    if req.fps and req.peers and full is not None:
+    if req.tile is not None and req.peers:
+        log.info("--tile: the peers are left out (they resize whole frames; the tiling benchmark against SAHI is "
+                 "benchmarks/tiling)")  # fmt: skip
+    elif req.fps and req.peers and full is not None:
         specs += suite.peer_specs(full.files["eager"], devices)
+    if req.fps and req.peers and req.tile is None and "cpu" in devices and "openvino" in runtimes:
+        specs += suite.openvino_peer_specs(models, data / "train" if data else None, cache)
     if not specs:
         raise MfssdError("nothing to benchmark: check --models and --formats")
     memory: list[dict[str, Any] | None] = [None] * len(specs)
@@ -152,13 +190,15 @@ def _load_configurations(req: BenchRequest) -> _Loaded:
 
 def _environment(req: BenchRequest, devices: list[str], torch: Any) -> dict[str, Any]:
     """The machine, its libraries and its FP32 peaks, measured in the same run as the rows read against them."""
-    from mfssd_deploy.bench.stats import environment, fp32_peaks, gpu_fp32_peak
+    from mfssd_deploy.bench.stats import environment, fp32_peaks, gpu_fp32_peak, int8_peaks
 
     env = environment()
     env["threads"] = req.threads or (torch.get_num_threads() if torch is not None else os.cpu_count())
-    log.info("measuring the FP32 peak (2048^3 matmul)")
+    log.info("measuring the FP32 and INT8 peaks (2048^3 matmuls)")
     env["fp32_matmul_gflops"] = fp32_peaks()
     env["peak_fp32_gflops"] = max(env["fp32_matmul_gflops"].values())
+    env["int8_matmul_gops"] = int8_peaks()
+    env["peak_int8_gops"] = max(env["int8_matmul_gops"].values(), default=None)
     if "cuda" in devices:
         log.info("measuring the GPU's FP32 peak (4096^3 matmul, TF32 off)")
         env["peak_fp32_gflops_gpu"] = gpu_fp32_peak()
@@ -213,17 +253,28 @@ def _devices(choice: str) -> list[str]:
     if choice == "cpu":
         return ["cpu"]
     torch = _torch()
-    if torch is not None:
-        gpu = torch.cuda.is_available()
-    else:
+    gpu = torch is not None and torch.cuda.is_available()
+    if not gpu:  # no torch, or PyPI's aarch64 torch (no CUDA): a Jetson's engines run on NVIDIA's CUDA bindings
         import onnxruntime as ort
 
         gpu = bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers()))
+        gpu = gpu or _cuda_bindings_see_a_gpu()
     if choice == "cuda" and not gpu:
-        raise MfssdError("--device cuda but torch sees no CUDA GPU; use --device cpu")
+        raise MfssdError("--device cuda but no CUDA GPU is visible (to torch, ONNX Runtime or NVIDIA's CUDA "
+                         "bindings); use --device cpu")  # fmt: skip
     if choice == "cuda":
         return ["cuda"]
     return ["cpu", "cuda"] if gpu else ["cpu"]
+
+
+def _cuda_bindings_see_a_gpu() -> bool:
+    from mfssd_deploy.runtime.backends.tensorrt_cuda import device_info
+
+    try:
+        device_info(0)
+    except (MfssdError, ImportError):  # MissingExtraError is an MfssdError: no bindings installed
+        return False
+    return True
 
 
 def engine_target(devices: list[str], req: BenchRequest) -> EngineTarget | None:
@@ -246,10 +297,22 @@ def engine_target(devices: list[str], req: BenchRequest) -> EngineTarget | None:
     return EngineTarget(gpu, version, (lo, hi, hi), formats, req.workspace_gb, req.timing_cache)
 
 
-def _timing_images(folder: str | None) -> tuple[list[Path], list[Any]]:
+LARGE_TIMING_FRAMES = 4  # --tile without --images: this many large synthetic frames (data.synth.generate_large)
+
+
+def _timing_images(folder: str | None, large_cache: Path | None = None) -> tuple[list[Path], list[Any]]:
+    """--images DIR, else the bundled samples; for a tiled run (large_cache given) large synthetic frames
+    (1920x1080 and 1280x720, generated once into the cache): tiling a 300-pixel sample would time nothing."""
     from mfssd_deploy.demo_assets import sample_images
     from mfssd_deploy.runtime.inputs import image_files, load_images
 
+    if folder is None and large_cache is not None:
+        from mfssd_deploy.data.synth import generate_large
+
+        root = large_cache / f"large-seed1-{LARGE_TIMING_FRAMES}"
+        if not (root / "annotations" / "val.json").is_file():
+            generate_large(root, LARGE_TIMING_FRAMES, seed=1, show_progress=False)
+        folder = str(root / "val")
     files = image_files(Path(folder)) if folder else sample_images()
     if not files:
         raise MfssdError(f"--images {folder}: no images found (jpg, png, bmp, ...)")
@@ -259,9 +322,9 @@ def _timing_images(folder: str | None) -> tuple[list[Path], list[Any]]:
 
 
 def artifact_specs(models: list[Model], formats: Sequence[str], devices: list[str], batch: int, threads: int,
-                   cuda_graphs: bool) -> list[Spec]:  # fmt: skip
+                   cuda_graphs: bool, runtimes: Sequence[str] = ("onnxruntime",)) -> list[Spec]:  # fmt: skip
     """One configuration per artifact and device it runs on (a model's files in `formats`; files given by
-    path always)."""
+    path always), and on the CPU one per runtime for each ONNX file (the bf16 hint for FP32 files only)."""
     from mfssd_deploy.bench.suite import detector_spec
 
     out = []
@@ -273,7 +336,11 @@ def artifact_specs(models: list[Model], formats: Sequence[str], devices: list[st
                 gpu_only, cpu_only = fmt == "engine" or fmt.startswith("trt-"), fmt in ("fp32-raw", "int8u8-e2e")
                 if (gpu_only and dev != "cuda") or (cpu_only and dev == "cuda"):
                     continue  # u8 INT8 runs on CPUs only; on a GPU the raw graph is not the deployment path
-                out.append(detector_spec(path, m.group, fmt, m.weights, dev, batch, threads, cuda_graphs))
+                onnx_cpu = dev == "cpu" and Path(path).suffix == ".onnx"
+                for rt in (
+                    (r for r in runtimes if fmt.startswith("fp32") or r != "openvino-bf16") if onnx_cpu else [None]
+                ):
+                    out.append(detector_spec(path, m.group, fmt, m.weights, dev, batch, threads, cuda_graphs, rt))
     return out
 
 
@@ -332,9 +399,12 @@ def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> N
 
 
 def peak_for(facts: dict[str, Any], env: dict[str, Any]) -> float | None:
-    """The FP32 peak a row is read against: its own device's (a GPU row against the GPU's matmul)."""
+    """The peak a row is read against: its own device's (a GPU row against the GPU's FP32 matmul); on the
+    CPU an INT8 row against the INT8 GEMM peak, every other row against the FP32 one."""
     if facts.get("device", "cpu") == "cuda":
         return env.get("peak_fp32_gflops_gpu")
+    if str(facts.get("precision", "")).startswith("int8") and env.get("peak_int8_gops"):
+        return env.get("peak_int8_gops")
     return env.get("peak_fp32_gflops")
 
 
@@ -356,7 +426,15 @@ def format_text(result: dict[str, Any]) -> str:
         f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, tensorrt {env['tensorrt'] or 'not installed'}; "
         f"FP32 peak measured in this run: {env['peak_fp32_gflops']:.0f} GFLOP/s (2048^3 matmul: "
         + ", ".join(f"{k} {v:.0f}" for k, v in env["fp32_matmul_gflops"].items())
-        + f"){gpu_peak}; peak RSS {env['peak_rss_mb']:.0f} MB",
+        + ")"
+        + (
+            f"; INT8 peak {env['peak_int8_gops']:.0f} GOP/s (2048^3 u8 x s8: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in env["int8_matmul_gops"].items())
+            + ")"
+            if env.get("peak_int8_gops")
+            else ""
+        )
+        + f"{gpu_peak}; peak RSS {env['peak_rss_mb']:.0f} MB",
         "",
         report.markdown(rows),
         "",

@@ -127,6 +127,80 @@ def fp32_peaks(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     return {k: 2 * n**3 / min(time_calls(f, warmup=1, iters=repeats)) / 1e9 for k, f in fns.items()}
 
 
+def _qdq_matmul(n: int) -> Any:
+    """An ONNX graph computing X @ W as INT8: X quantized to uint8, W an int8 constant, both through
+    DequantizeLinear into MatMul; the form our INT8 convs take, which each runtime fuses into a
+    u8 x s8 GEMM (ONNX Runtime: MatMulIntegerToFloat; OpenVINO: an INT8 FullyConnected)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.integers(-127, 128, (n, n), dtype=np.int8), "W"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+        numpy_helper.from_array(np.array(1 / 255, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(0, np.uint8), "x_zero"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["X", "x_scale", "x_zero"], ["Xq"]),
+        helper.make_node("DequantizeLinear", ["Xq", "x_scale", "x_zero"], ["Xd"]),
+        helper.make_node("DequantizeLinear", ["W", "w_scale", "w_zero"], ["Wd"]),
+        helper.make_node("MatMul", ["Xd", "Wd"], ["Y"]),
+    ]
+    io = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in ("X", "Y")]
+    graph = helper.make_graph(nodes, "int8_peak", [io[0]], [io[1]], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def int8_peaks(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """GOP/s of a large u8 x s8 matmul in each runtime at hand, best of `repeats`: what INT8 rows are
+    read against (the FP32 peak says nothing of VNNI's int8 rate, about 3x higher here).
+
+    ONNX Runtime twice: MatMulInteger (the bare integer GEMM) and the Q/DQ graph of _qdq_matmul (what a
+    Q/DQ model runs); OpenVINO on the same Q/DQ graph. Runtimes that are not installed are left out.
+    """
+    fns: dict[str, Callable[[], Any]] = {}
+    rng = np.random.default_rng(0)
+    x = rng.random((n, n), dtype=np.float32)
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(
+            [helper.make_node("MatMulInteger", ["A", "B"], ["C"])], "int8_gemm",
+            [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n]),
+             helper.make_tensor_value_info("B", TensorProto.INT8, [n, n])],
+            [helper.make_tensor_value_info("C", TensorProto.INT32, [n, n])],
+        )  # fmt: skip
+        bare = ort.InferenceSession(
+            helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+            providers=["CPUExecutionProvider"],
+        )
+        feed = {"A": rng.integers(0, 256, (n, n), dtype=np.uint8), "B": rng.integers(-127, 128, (n, n), dtype=np.int8)}
+        fns["onnxruntime MatMulInteger"] = lambda: bare.run(None, feed)
+        qdq = _qdq_matmul(n)
+        session = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
+        fns["onnxruntime Q/DQ MatMul"] = lambda: session.run(None, {"X": x})
+    except ImportError:
+        pass
+    try:
+        import tempfile
+        from pathlib import Path
+
+        import onnx
+        import openvino as ov
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "int8_peak.onnx"
+            onnx.save(_qdq_matmul(n), path)
+            compiled = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+        fns["openvino Q/DQ MatMul"] = lambda: request.infer({0: x})
+    except ImportError:
+        pass
+    return {k: 2 * n**3 / min(time_calls(f, warmup=1, iters=repeats)) / 1e9 for k, f in fns.items()}
+
+
 def gpu_fp32_peak(n: int = 4096, repeats: int = 5) -> float | None:
     """GFLOP/s of a large FP32 matmul on the CUDA GPU (TF32 off: it is the FP32 peak), or None without one.
 

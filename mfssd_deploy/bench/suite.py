@@ -90,9 +90,11 @@ def _recipe() -> str:
     import json
 
     from mfssd_deploy import __version__
-    from mfssd_deploy.exporters.quantize import QUANT_OPS, QUANT_OPS_U8
+    from mfssd_deploy.exporters.quantize import EXCLUDE_OUTPUTS_S8, QUANT_OPS, QUANT_OPS_S8, QUANT_OPS_U8
 
-    return hashlib.sha256(json.dumps([__version__, QUANT_OPS, QUANT_OPS_U8]).encode()).hexdigest()[:6]
+    return hashlib.sha256(
+        json.dumps([__version__, QUANT_OPS, QUANT_OPS_U8, QUANT_OPS_S8, EXCLUDE_OUTPUTS_S8]).encode()
+    ).hexdigest()[:6]
 
 
 def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None,
@@ -151,10 +153,68 @@ def _format_of(path: Path) -> str:
 Spec = dict[str, Any]  # plain JSON: a configuration can be rebuilt in another process (memory is measured there)
 
 
+# The CPU runtimes an ONNX artifact is benchmarked in (--runtimes): our Detector on each backend, with
+# OpenVINO also at its bf16 precision hint for FP32 files (its default on CPUs with AVX512-BF16 / AMX).
+CPU_RUNTIMES = ("onnxruntime", "openvino", "openvino-bf16")
+
+
+def installed_cpu_runtimes() -> tuple[str, ...]:
+    ov = _installed("openvino")
+    return tuple(r for r in CPU_RUNTIMES if ov or not r.startswith("openvino"))
+
+
+def _installed(module: str) -> bool:
+    """Whether `module` can be imported, without importing it (an import hook that refuses it: not installed)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def default_cpu_runtimes() -> tuple[str, ...]:
+    """The default --runtimes: every installed one, or only the runtime MFSSD_ONNX_CPU_BACKEND pins (the
+    variable that pins the Detector's CPU runtime pins the benchmark's too)."""
+    from mfssd_deploy.runtime.backends import ONNX_CPU_ENV
+
+    have, pinned = installed_cpu_runtimes(), os.environ.get(ONNX_CPU_ENV)
+    return (
+        tuple(r for r in have if r.removesuffix("-bf16") == pinned) if pinned in ("onnxruntime", "openvino") else have
+    )
+
+
 def detector_spec(path: Path, group: str, fmt: str, weights: str, device: str, batch: int, threads: int = 0,
-                  cuda_graphs: bool = False) -> Spec:  # fmt: skip
+                  cuda_graphs: bool = False, runtime: str | None = None) -> Spec:  # fmt: skip
+    """`runtime`: one of CPU_RUNTIMES for an ONNX file on the CPU, None for the Detector's own choice."""
     return {"kind": "detector", "path": str(path), "group": group, "format": fmt, "weights": weights,
-            "device": device, "batch": batch, "threads": threads, "cuda_graphs": cuda_graphs}  # fmt: skip
+            "device": device, "batch": batch, "threads": threads, "cuda_graphs": cuda_graphs,
+            "runtime": runtime}  # fmt: skip
+
+
+def openvino_peer_specs(models: Sequence[Model], calib_dir: Path | None, cache: Path) -> list[Spec]:
+    """The OpenVINO peers (bench.openvino_peers) on the CPU: OpenVINO's defaults on each full-size pruned INT8
+    file (the candidates for our best row), and OpenVINO + NNCF on the unpruned full-size FP32 model."""
+    specs: list[Spec] = []
+    by_group = {m.group: m for m in models}
+    pruned = by_group.get("full-pruned")
+    for fmt in ("int8-e2e", "int8u8-e2e"):
+        if pruned is not None and fmt in pruned.files:
+            specs.append({"kind": "peer", "peer": "openvino", "path": str(pruned.files[fmt]),
+                          "of": f"full-pruned {fmt}", "device": "cpu"})  # fmt: skip
+    full = by_group.get("full")
+    if full is not None and "fp32-e2e" in full.files and calib_dir is not None:
+        if not _installed("nncf"):
+            log.info('no OpenVINO + NNCF peer: nncf is not installed (pip install "mfssd-deploy[bench]")')
+            return specs
+        from mfssd_deploy.bench.openvino_peers import nncf_quantized
+        from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        source = full.files["fp32-e2e"]
+        ir = nncf_quantized(source, calib_dir, cache, OnnxRuntimeBackend(source).config)  # once, before any timing
+        specs.append({"kind": "peer", "peer": "nncf", "path": str(ir), "source": str(source), "of": "full fp32-e2e",
+                      "device": "cpu"})  # fmt: skip
+    return specs
 
 
 def peer_specs(full_checkpoint: Path, devices: Sequence[str] = ("cpu",)) -> list[Spec]:
@@ -172,6 +232,8 @@ def build_runner(spec: Spec, with_facts: bool = True) -> Runner:
         return _detector_runner(spec, with_facts)
     if spec["peer"] == "torchvision":
         return _torchvision_peer(with_facts, spec.get("device", "cpu"))
+    if spec["peer"] in ("openvino", "nncf"):
+        return _openvino_peer(spec, with_facts)
     return _reference_peer(Path(spec["checkpoint"]), with_facts, spec.get("device", "cpu"))
 
 
@@ -180,7 +242,14 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
 
     path = Path(spec["path"])
     opts: dict[str, Any] = {}
-    if path.suffix == ".onnx":
+    runtime = spec.get("runtime")
+    backend = None if runtime is None else runtime.removesuffix("-bf16")
+    if backend == "openvino":
+        opts["precision_hint"] = "bf16" if runtime == "openvino-bf16" else "f32"
+        if spec.get("threads"):
+            opts["threads"] = spec["threads"]
+    elif path.suffix == ".onnx" and backend in (None, "onnxruntime"):
+        backend = "onnxruntime"  # a GPU row, or a CPU row without a runtime named (run.artifact_specs names one)
         # interleaved configurations: spinning ONNX Runtime threads would slow whatever runs next
         # (measured: PyTorch eager 30 -> 100 ms per call right after an ONNX Runtime call)
         opts["spinning"] = False
@@ -188,12 +257,16 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
             opts["intra_op_threads"] = spec["threads"]
     if path.suffix == ".engine":
         opts["cuda_graphs"] = bool(spec.get("cuda_graphs"))
-    det = Detector(path, device=spec["device"], batch_size=spec["batch"], **opts)
+    tiling = {"tile": spec["tile"], "overlap": spec.get("overlap")} if spec.get("tile") else {}
+    det = Detector(path, device=spec["device"], batch_size=spec["batch"], backend=backend, **tiling, **opts)
+    precision = det.backend.meta.get("precision", "fp32")
     facts = {
         "model": path.name, "group": spec["group"], "format": spec["format"], "weights": spec["weights"],
         "device": spec["device"], "backend": det.backend.name, "providers": getattr(det.backend, "providers", None),
-        "precision": det.backend.meta.get("precision", "fp32"), "layout": det.layout,
+        "runtime": runtime, "precision": "bf16" if runtime == "openvino-bf16" and precision == "fp32" else precision,
+        "layout": det.layout,
         "input_size": det.config.input_size, "size_mb": path.stat().st_size / 2**20,
+        "tile": None if det.tiling is None else f"{det.tiling.tile[0]} @{det.tiling.overlap:g}",
         "compute_fraction": report.compute_fraction(det.config),  # torch-free: the pre + post target's rule
     }  # fmt: skip
     if path.suffix == ".engine":  # what the infer stage includes, as docs/benchmarking.md states to state
@@ -217,6 +290,28 @@ def _facts_or_none(cfg: Any) -> tuple[int | None, float | None]:
         return model_facts(cfg)
     except ImportError:
         return None, None
+
+
+def _openvino_peer(spec: Spec, with_facts: bool) -> Runner:
+    from mfssd_deploy.bench.openvino_peers import OpenVinoPeer
+    from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    path = Path(spec["path"])
+    source = OnnxRuntimeBackend(Path(spec.get("source", path)))  # the ONNX file's metadata: pre-processing, size
+    cfg = source.config
+    peer = OpenVinoPeer(path, cfg, spec.get("threads", 0))
+    if spec["peer"] == "nncf":
+        name, precision = f"OpenVINO + NNCF INT8 ({spec['of']})", "int8-nncf"
+    else:
+        name, precision = f"OpenVINO defaults ({spec['of']})", str(source.meta.get("precision", "fp32"))
+    facts: dict[str, Any] = {"model": name, "group": "peer", "peer": spec["peer"], "format": "openvino",
+                             "weights": RANDOM, "device": "cpu", "backend": "openvino",
+                             "precision": precision, "layout": "end2end",
+                             "input_size": cfg.input_size, "size_mb": path.stat().st_size / 2**20, "of": spec["of"],
+                             "float_layers": peer.inference_precision}  # fmt: skip
+    if with_facts:
+        facts["params"], facts["gflops"] = _facts_or_none(cfg)
+    return Runner(facts, lambda imgs: (peer(imgs), None)[1])
 
 
 def _torchvision_peer(with_facts: bool, device: str = "cpu") -> Runner:

@@ -20,13 +20,22 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     "export": frozenset({"torch", "torchvision", "onnx", "onnxslim", "onnxconverter_common"}),
     "train": frozenset({"torch", "torchvision", "pycocotools", "torch_pruning", "matplotlib"}),
     "trt": frozenset({"torch", "torchvision", "tensorrt"}),
+    "trt-lean": frozenset({"cuda", "onnx", "tensorrt"}),  # cuda-bindings installs the module cuda
     "triton": frozenset({"tritonclient"}),
     "openvino": frozenset({"openvino"}),
+    "bench": frozenset({"openvino", "nncf"}),
     "serve": frozenset({"pytriton"}),
 }
+# Extras for one deployment path, which its own errors name (the lean TensorRT path: tensorrt_cuda.INSTALL):
+# offered for a missing module only when no other extra installs it (onnx stays [export], tensorrt [trt]).
+PATH_EXTRAS = ("trt-lean",)
 # A missing module -> the smallest extra that installs it.
 MODULE_EXTRAS: dict[str, str] = {
-    m: min((e for e, mods in EXTRA_MODULES.items() if m in mods), key=lambda e: len(EXTRA_MODULES[e]))
+    m: min(
+        (e for e, mods in EXTRA_MODULES.items() if m in mods and e not in PATH_EXTRAS),
+        key=lambda e: len(EXTRA_MODULES[e]),
+        default=PATH_EXTRAS[0],
+    )
     for mods in EXTRA_MODULES.values()
     for m in mods
 }

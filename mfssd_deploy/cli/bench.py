@@ -2,15 +2,18 @@
 
 --fps benchmarks the bundled demo models (trained: accuracy with --val) and the full-size 300x300
 MFSSD-BN, unpruned and pruned like the demo model (random weights: speed only), as PyTorch eager,
-ONNX Runtime FP32 raw / end2end and INT8 end2end (s8: TensorRT-compatible; u8: x86 CPUs); on a
+FP32 raw / end2end and INT8 end2end ONNX (s8: TensorRT-compatible; u8: x86 CPUs) in ONNX Runtime and,
+where installed, OpenVINO (f32, and bf16 for FP32 files: --runtimes); on a
 GPU also PyTorch CUDA, ONNX Runtime's TensorRT/CUDA providers and, with TensorRT installed, INT8 and
 FP16 TensorRT engines of every group (built once per GPU and TensorRT version; --no-engines skips
 them); engines of your own with --models engines/x.engine.
 Peers in the same run, on each device: torchvision ssd300_vgg16 end to end, and eager MFSSD-BN with
-the reference per-class greedy NMS loop.
+the reference per-class greedy NMS loop; on the CPU with OpenVINO, OpenVINO's defaults on our own
+full-size pruned INT8 files, and the unpruned full-size model quantized by NNCF and run in OpenVINO.
 
 Calls alternate between configurations round by round (A B A B) on the same images; figures are
-medians. The machine's FP32 peak is measured in the same run (a large matmul). Artifacts are
+medians. The machine's FP32 and INT8 peaks are measured in the same run (large matmuls; INT8 rows
+are read against the INT8 peak). Artifacts are
 exported once into --cache. The targets (docs/benchmarking.md) are printed as PASS/FAIL lines (UNCHECKED
 when the run lacks what a target needs), after the INT8/FP32 and pruned/unpruned speed ratios.
 
@@ -48,7 +51,7 @@ def _names(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mfssd_deploy.bench.suite import ALL_FORMATS, GROUPS
+    from mfssd_deploy.bench.suite import ALL_FORMATS, CPU_RUNTIMES, GROUPS
 
     ap = argparse.ArgumentParser(
         prog="mfssd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -83,7 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "and TensorRT version)")  # fmt: skip
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="TensorRT engines: replay CUDA graphs (like trtexec --useCudaGraph)")  # fmt: skip
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime and torch (0: all cores)")
+    ap.add_argument("--runtimes", type=_names, default=None, metavar="R,R,...",
+                    help=f"CPU runtimes each ONNX artifact runs in, through our Detector ({', '.join(CPU_RUNTIMES)}; "
+                         "openvino-bf16: OpenVINO's bf16 precision hint, FP32 files only; default: all installed). "
+                         "With openvino, the OpenVINO peers run too: bare OpenVINO, nothing configured, on our "
+                         "full-size pruned INT8 files, and OpenVINO + NNCF INT8 on the unpruned full-size model "
+                         "(needs [bench])")  # fmt: skip
+    ap.add_argument("--tile", type=int, metavar="N",
+                    help="tiled inference in every row of ours (tiles of N pixels plus the whole frame, merged; "
+                         "see mfssd-detect --tile): images/s are frames per second. Without --images the frames "
+                         "are large synthetic ones (1920x1080 and 1280x720); the peers are left out")  # fmt: skip
+    ap.add_argument("--overlap", type=float, metavar="F", help="with --tile: overlap of neighbouring tiles "
+                    "(default 0.2)")  # fmt: skip
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for ONNX Runtime, OpenVINO and torch (0: all cores)")  # fmt: skip
     ap.add_argument("--cache", help="where exported artifacts are kept (default ~/.cache/mfssd-deploy/bench)")
     add_json_option(ap, "the results (the bench JSON contract, docs/architecture.md)")
     ap.add_argument("--csv", help="write one CSV line per row to this file")
@@ -122,6 +138,9 @@ def bench_request(args: argparse.Namespace) -> BenchRequest:
         engines=args.engines,
         cuda_graphs=args.cuda_graphs,
         threads=args.threads,
+        runtimes=tuple(args.runtimes) if args.runtimes is not None else None,
+        tile=args.tile,
+        overlap=args.overlap,
         cache=Path(args.cache) if args.cache else None,
         workspace_gb=trt.workspace_gb,
         timing_cache=trt.timing_cache,

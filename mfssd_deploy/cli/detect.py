@@ -59,7 +59,7 @@ def add_tiling_arguments(ap: argparse.ArgumentParser) -> None:
                    "them like any other, as SAHI does (default: drop)")  # fmt: skip
 
 
-def tiling_from_args(args: argparse.Namespace, model_input: int) -> Tiling | None:
+def tiling_from_args(args: argparse.Namespace, model_input: int | tuple[int, int]) -> Tiling | None:
     """The Tiling the tiling arguments ask for (None without --tile); bad values -> one-line MfssdError."""
     from dataclasses import replace
 
@@ -80,7 +80,7 @@ def tiling_from_args(args: argparse.Namespace, model_input: int) -> Tiling | Non
     text = str(args.tile).strip().lower()
     try:
         if text == "model":
-            size = (model_input, model_input)
+            size = (model_input, model_input) if isinstance(model_input, int) else model_input
         elif "x" in text:
             w, h = text.split("x")
             size = (int(w), int(h))
@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: 0.25); the JSON is not filtered by it")  # fmt: skip
     ap.add_argument("--iou", type=float, help="NMS IoU (raw models and checkpoints only; default: the model's)")
     ap.add_argument("--max-det", type=int, help="detections per image (default: the model's)")
-    ap.add_argument("--batch", type=int, default=8, help="images per inference batch (default: 8)")
+    ap.add_argument("--batch", type=int, help="images (or tiles) per inference call (default: 8; a TensorRT engine: "
+                    "the largest batch of its profile)")  # fmt: skip
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     ap.add_argument("--max-frames", type=int, help="stop after N frames (default: all; a camera runs until Ctrl-C)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)")
     ap.add_argument("--split", default="val", help="dataset split")
     ap.add_argument("--json", help="write the result (contract: voc07_map, coco, per_class) to this file")
-    ap.add_argument("--batch", type=int, default=8, help="images per inference batch")
+    ap.add_argument("--batch", type=int, help="images (or tiles) per inference call (default: 8; a TensorRT engine: "
+                    "the largest batch of its profile)")  # fmt: skip
     ap.add_argument("--max-images", type=int, help="evaluate the first N images only")
     ap.add_argument("--conf", type=float, help="score threshold (default: the model's, 0.01)")
     ap.add_argument("--iou", type=float, help="NMS IoU (default: the model's, 0.45)")
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         res = evaluate(
             predict,
             source,
-            batch_size=args.batch,
+            batch_size=det.batch_size,
             max_images=args.max_images,
             coco=coco,
             progress=not args.no_progress,

@@ -4,6 +4,11 @@ Every ONNX artifact is checked (onnx.checker), simplified, tagged with its `mfss
 compared with PyTorch on real images before it is written; an FP32 artifact that disagrees is not
 written and the command fails. Engines are built on the GPU that will run them: they are specific
 to the GPU and the TensorRT version. Where TensorRT is missing the ONNX files are still written.
+
+--model NAME.int8.end2end.onnx --trt (any ONNX file exported earlier: raw or end2end, FP32, FP16 or INT8 Q/DQ)
+builds its engine where it will run, a Jetson or a serving box, with TensorRT's ONNX parser: no checkpoint
+and no PyTorch (pip install "mfssd-deploy[trt-lean]"; the same parser check, NAME.LAYOUT.PRECISION.engine
+and its .json as a build from the checkpoint).
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     lay = ap.add_mutually_exclusive_group()
     lay.add_argument("--end2end", action="store_true", help="only the end2end layout (NMS in the graph)")
     lay.add_argument("--raw", action="store_true", help="only the raw layout (loc, scores)")
+    ap.add_argument("--input-size", metavar="WxH",
+                    help="export for whole frames of this size, e.g. 1920x1080 (native resolution: a fixed camera "
+                         "size; priors, metadata, end2end graph and TensorRT profiles for it; default: the "
+                         "checkpoint's 300x300). Files get the size in their name unless --name is given")  # fmt: skip
     ap.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.5/8.6 parse up to 17)")
     ap.add_argument("--conf", type=float, help="score threshold stored in the end2end graph (default 0.01)")
     ap.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.45)")
@@ -103,13 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model = checkpoint_path(args)
+    if model.suffix.lower() == ".onnx":  # before the exporter's imports: this route needs neither torch nor them
+        return engines_from_onnx(args, model)
     from mfssd_deploy.demo_assets import sample_images
     from mfssd_deploy.exporters.deploy import check_failed, deploy
     from mfssd_deploy.exporters.pipeline import check_request, format_report, run_export
     from mfssd_deploy.fileio import write_json
     from mfssd_deploy.runtime.inputs import list_images
 
-    model = checkpoint_path(args)
     parity = list_images(args.parity_images) if args.parity_images else sample_images()
     if not parity:
         raise MfssdError("no parity images: the bundled samples are missing; pass --parity-images DIR")
@@ -127,8 +138,47 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if check_failed(report.get("trt_check")) else 0
 
 
+# Options that shape an export from the checkpoint: with an .onnx --model (already exported) they would be
+# silently ignored, so they are refused instead.
+EXPORT_ONLY = ("end2end", "raw", "input_size", "opset", "conf", "iou", "max_det", "pre_nms_topk", "int8", "int8_cpu",
+               "calib", "calib_num", "calib_method", "recalibrate", "min_agreement", "keep_fp32", "val", "val_split",
+               "val_images", "fp16", "no_fp32", "parity_images")  # fmt: skip
+
+
+def engines_from_onnx(args: argparse.Namespace, model: Path) -> int:
+    """mfssd-export --trt --model NAME.int8.end2end.onnx: the engine of an ONNX file exported earlier, built where
+    it will run (a Jetson, a serving box) with TensorRT's ONNX parser: no checkpoint and no torch; the same
+    parser check, engine, metadata and Triton steps as an export from the checkpoint (exporters.deploy)."""
+    from mfssd_deploy.exporters.deploy import check_failed, check_tensorrt_source, deploy, onnx_report
+    from mfssd_deploy.fileio import write_json
+
+    defaults = build_parser()
+    given = [f"--{d.replace('_', '-')}" for d in EXPORT_ONLY if getattr(args, d, None) != defaults.get_default(d)]
+    if given:
+        raise MfssdError(
+            f"{', '.join(given)}: {model.name} is already exported, and these options shape an export from the .pt "
+            "checkpoint: drop them to build its engine (--trt), or pass the checkpoint"
+        )
+    if not (args.trt or args.check_trt or args.triton):
+        raise MfssdError(f"{model.name} is already exported: add --trt to build its TensorRT engine here (or "
+                         "--check-trt, --triton), or pass the .pt checkpoint to export it again")  # fmt: skip
+    opts = engine_options(args) if args.trt or args.triton else None
+    engines = opts if args.trt else None
+    triton = triton_options(args, opts.batch) if args.triton and opts is not None else None
+    report = onnx_report(model, args.name)
+    if engines is not None:
+        check_tensorrt_source(report)
+    try:
+        deploy(report, check_trt=args.check_trt, engines=engines, triton=triton, echo=print)
+    finally:
+        if args.json:
+            write_json(args.json, report)
+    return 1 if check_failed(report.get("trt_check")) else 0
+
+
 def export_request(args: argparse.Namespace, model: Path, parity: list[Path]) -> ExportRequest:
     """The ExportRequest the arguments describe (checked by the library: exporters.pipeline.check_request)."""
+    from mfssd_deploy.config import parse_input_size
     from mfssd_deploy.exporters.pipeline import ExportRequest
 
     return ExportRequest(
@@ -155,6 +205,7 @@ def export_request(args: argparse.Namespace, model: Path, parity: list[Path]) ->
         val_split=args.val_split,
         val_images=args.val_images,
         parity_images=parity,
+        input_size=parse_input_size(args.input_size) if args.input_size else None,
     )
 
 

@@ -21,12 +21,12 @@ from mfssd_deploy.cli import run_cli
 from mfssd_deploy.errors import MfssdError
 
 
-def cpu_ms(model: Any, size: int, repeats: int = 5) -> float:
+def cpu_ms(model: Any, size: tuple[int, int], repeats: int = 5) -> float:
     import torch
 
     from mfssd_deploy.timing import time_calls
 
-    x = torch.randn(1, 3, size, size)
+    x = torch.randn(1, 3, size[1], size[0])  # size: (width, height)
     with torch.inference_mode():  # two warm-up calls: allocation and kernel choice
         return statistics.median(time_calls(lambda: model(x), warmup=2, iters=repeats)) * 1000
 
@@ -40,7 +40,7 @@ def facts(model: Any) -> dict[str, float]:
         "params": c.params,
         "size_mb": c.size_mb,
         "gmacs": c.gmacs,
-        "cpu_ms": cpu_ms(model, config_of(model).input_size),
+        "cpu_ms": cpu_ms(model, config_of(model).input_wh),
     }
 
 

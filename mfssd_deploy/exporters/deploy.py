@@ -79,6 +79,44 @@ def check_failed(check: dict[str, dict[str, str]] | None) -> bool:
     return any(v != "ok" and not v.startswith("skipped") for row in (check or {}).values() for v in row.values())
 
 
+def onnx_report(path: Path, name: str | None = None) -> dict[str, Any]:
+    """The report the steps below read, for one ONNX file exported earlier (mfssd-export --trt --model
+    NAME.int8.end2end.onnx, on the board that will run the engine): layout and precision from the file's own
+    `mfssd` metadata; no checkpoint, no torch. NAME is the file name less its kind's suffix, so the engine is
+    named as a build from the checkpoint names it (engines/NAME.end2end.int8.engine)."""
+    from mfssd_deploy.artifacts import parse_meta
+    from mfssd_deploy.errors import MfssdError, require
+    from mfssd_deploy.runtime.backends.tensorrt_cuda import LEAN_EXTRA
+
+    onnx = require("onnx", LEAN_EXTRA, "building a TensorRT engine from an ONNX file (its parser check)")
+    if not path.is_file():
+        raise MfssdError(f"model not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for a damaged file
+        raise MfssdError(f"{path} is not a readable ONNX file ({type(exc).__name__}): re-export it") from None
+    raw = next((p.value for p in model.metadata_props if p.key == "mfssd"), None)  # onnx_export.METADATA_KEY
+    if raw is None:
+        raise MfssdError(f"{path.name} has no 'mfssd' metadata (not exported by mfssd-export): export the "
+                         "checkpoint with mfssd-export, then build from its ONNX file")  # fmt: skip
+    meta = parse_meta(raw, path.name)
+    layout, precision = str(meta["layout"]), str(meta.get("precision", "fp32"))
+    suffix = onnx_kind(precision, layout).suffix
+    stem = path.name[: -len(suffix)] if path.name.endswith(suffix) and len(path.name) > len(suffix) else path.stem
+    artifact = {"path": str(path), "layout": layout, "precision": precision}
+    return {"model": str(path), "name": name or stem, "artifacts": [artifact], "from_onnx": True}
+
+
+def check_tensorrt_source(report: dict[str, Any]) -> None:
+    """Refuse, before any build, an ONNX file TensorRT cannot load (the CPU-only INT8 of uint8 activations)."""
+    from mfssd_deploy.errors import MfssdError
+
+    for a in report["artifacts"]:
+        if "tensorrt" not in onnx_kind(a["precision"], a["layout"]).runtimes:
+            raise MfssdError(f"{Path(a['path']).name} is the CPU-only INT8 model (uint8 activations), which TensorRT "
+                             "cannot load: build the engine from NAME.int8.end2end.onnx (symmetric INT8)")  # fmt: skip
+
+
 def engine_line(path: Path, meta: dict[str, Any]) -> str:
     return (
         f"engine {path} ({meta['precision']}, TensorRT {meta['tensorrt_version']}, {meta['gpu_name']}, "
@@ -113,6 +151,7 @@ def build_engines(report: dict[str, Any], opts: EngineOptions, echo: Echo | None
             timing_cache=opts.timing_cache,
             timing_cache_dir=opts.engines_dir,
             dla_core=opts.dla_core,
+            from_onnx=bool(report.get("from_onnx")),
         )
         meta = build_engine(request)
         (echo or log.info)(engine_line(out, meta))

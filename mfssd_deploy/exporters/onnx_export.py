@@ -37,12 +37,14 @@ class _RawOutputs(nn.Module):
 
 
 def export_raw(model: nn.Module, opset: int = 17) -> onnx.ModelProto:
-    """Trace with the TorchScript exporter (dynamo=False): a plain static graph, batch axis dynamic."""
+    """Trace with the TorchScript exporter (dynamo=False): a plain static graph, batch axis dynamic, H and W
+    fixed at the config's input size (the end2end graph's priors are constants for that size)."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise MfssdError(f"--opset {opset} is out of range: use {MIN_OPSET}..{MAX_OPSET} (TensorRT 8.5/8.6 need <= 17)")
     cfg = config_of(model)
     wrapper = _RawOutputs(model).eval()
-    x = torch.zeros(1, 3, cfg.input_size, cfg.input_size)
+    width, height = cfg.input_wh  # 300x300, or the camera resolution of mfssd-export --input-size WxH
+    x = torch.zeros(1, 3, height, width)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about int() of the fusion size: constant by design

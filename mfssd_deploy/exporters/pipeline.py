@@ -60,6 +60,9 @@ class ExportRequest:
     simplify: bool = True
     min_agreement: float = MIN_AGREEMENT  # reduced precision vs FP32 detections (F1); 0 disables the check
     time_runs: int = 10  # ONNX Runtime CPU ms/image at batch 1, median of this many runs (0: skip)
+    # (width, height): export for this input instead of the checkpoint's (native resolution: a fixed camera
+    # size, with the priors of its feature maps in the metadata and the end2end graph); None: as trained
+    input_size: tuple[int, int] | None = None
 
 
 def _read_images(paths: Sequence[Path]) -> list[np.ndarray]:
@@ -107,8 +110,9 @@ def check_request(req: ExportRequest, engines: EngineOptions | None = None) -> E
         raise MfssdError("--no-fp32 leaves nothing to export: add --int8 or --fp16")
     if req.model.suffix.lower() in (".onnx", ".engine"):
         raise MfssdError(
-            f"{req.model} is already a deployable model; mfssd-export takes the .pt checkpoint it came from "
-            "(run the file itself with mfssd-detect or Detector)"
+            f"{req.model} is already a deployable model; run_export takes the .pt checkpoint it came from "
+            "(run the file itself with mfssd-detect or Detector; build an engine from an .onnx with "
+            "mfssd-export --trt --model FILE, or deploy(onnx_report(FILE), engines=...))"
         )
     if not 0 <= req.min_agreement <= 1:
         raise MfssdError(f"--min-agreement {req.min_agreement}: give a value in [0, 1] (0 disables the check)")
@@ -154,8 +158,13 @@ def _export_onnx(req: ExportRequest) -> dict[str, Any]:
     from mfssd_deploy.models import config_of
 
     model = load_model(req.model)
+    trained = config_of(model)
+    if req.input_size is not None and req.input_size != trained.input_wh:
+        # the same weights (fully convolutional); the priors and metadata of this size
+        model = load_model(req.model, config=trained.at_input_size(*req.input_size))
     cfg = _nms_config(config_of(model), req)
-    name = req.name or req.model.stem
+    # another size gets another default name: a native-resolution export never overwrites the 300x300 files
+    name = req.name or (req.model.stem if cfg.input_wh == trained.input_wh else f"{req.model.stem}_{_wh(cfg)}")
     sha = sha256_file(req.model)
     raw = _raw_graph(model, req)
     ref = _pytorch_reference(model, cfg, _read_images(req.parity_images))
@@ -170,6 +179,7 @@ def _export_onnx(req: ExportRequest) -> dict[str, Any]:
         "model": str(req.model),
         "name": name,
         "opset": req.opset,
+        "input_size": list(cfg.input_wh),
         "artifacts": artifacts,
         "parity_images": ref.images,
         "min_agreement": req.min_agreement,
@@ -181,6 +191,10 @@ def _export_onnx(req: ExportRequest) -> dict[str, Any]:
     if req.val is not None:
         report["accuracy"] = _accuracy(req, artifacts)
     return report
+
+
+def _wh(cfg: ModelConfig) -> str:
+    return "x".join(str(v) for v in cfg.input_wh)
 
 
 def _raw_graph(model: Any, req: ExportRequest) -> onnx.ModelProto:
@@ -374,6 +388,11 @@ def format_report(report: dict[str, Any]) -> str:
             f"| {Path(a['path']).name} | {a['layout']} | {a['precision']} | {a['size_mb']:.2f} | {ms} | "
             f"{_parity_line(p)}: {status} |"
         )
+    if any(a["precision"] == "int8-qdq" for a in report["artifacts"]):
+        lines.append("The symmetric INT8 files are quantized for TensorRT (Conv inputs only): ONNX Runtime's CPU "
+                     "kernels run them slower than FP32 (about half its speed here); OpenVINO runs them at full INT8 "
+                     "speed (the default where installed), and --int8-cpu writes ONNX Runtime's own fast variant "
+                     "(.int8u8).")  # fmt: skip
     acc = report.get("accuracy")
     if acc:
         for key, r in acc["results"].items():

@@ -35,7 +35,8 @@ from typing import Any
 
 from mfssd_deploy.artifacts import ENGINE_PRECISIONS, INPUT
 from mfssd_deploy.errors import MfssdError, MissingExtraError
-from mfssd_deploy.fileio import atomic_path, write_json
+from mfssd_deploy.fileio import atomic_path, sha256_file, write_json
+from mfssd_deploy.runtime.backends.tensorrt_cuda import INSTALL
 from mfssd_deploy.runtime.engine_meta import TRT_INSTALL, import_tensorrt
 
 log = logging.getLogger("mfssd_deploy.export")
@@ -178,6 +179,14 @@ def plan_build(
     )
 
 
+def _source_of(version: str, precision: str, dla_core: int | None, cc: tuple[int, int]) -> str | None:
+    """The ONNX source plan_build picks for `precision`, or None where that precision cannot be built."""
+    try:
+        return plan_build(version, precision, dla_core=dla_core, compute_capability=cc).onnx_source
+    except MfssdError:
+        return None
+
+
 @dataclass
 class BuildRequest:
     onnx: dict[str, Path]  # precision source -> ONNX file ("fp32", "fp16", "int8")
@@ -190,17 +199,47 @@ class BuildRequest:
     extra_meta: dict[str, Any] = field(default_factory=dict)
     # Else a file in this folder keyed by TensorRT version and GPU (timing_cache_path).
     timing_cache_dir: Path | None = None
+    from_onnx: bool = False  # the user gave this ONNX file (mfssd-export --trt --model NAME.onnx), no checkpoint
 
 
 def gpu_info() -> tuple[str, tuple[int, int]]:
-    """Name and compute capability of the current CUDA device (through torch, a dependency of [trt])."""
+    """Name and compute capability of the current CUDA device: through torch where it has CUDA (the [trt]
+    extra), else through NVIDIA's CUDA bindings (the [trt-lean] extra: a Jetson builds from the ONNX file
+    without torch). Both read cudaDeviceProp, so an engine built with one is checked right by the other."""
     try:
         import torch
-    except ImportError as exc:
-        raise MissingExtraError(f"building engines needs torch to identify the GPU: {TRT_INSTALL}") from exc
-    if not torch.cuda.is_available():
-        raise MfssdError("no CUDA GPU is visible: build TensorRT engines on the GPU (or Jetson) that will run them")
-    return torch.cuda.get_device_name(), torch.cuda.get_device_capability()
+
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    if have_torch and torch.cuda.is_available():
+        return torch.cuda.get_device_name(), torch.cuda.get_device_capability()
+    from mfssd_deploy.runtime.backends.tensorrt_cuda import cuda_runtime, device_info
+
+    try:
+        cuda_runtime()
+    except MissingExtraError as exc:
+        if have_torch:  # torch without CUDA (PyPI's aarch64 wheel) and no bindings
+            raise MfssdError("no CUDA GPU is visible to torch: build TensorRT engines on the GPU (or Jetson) that "
+                             f"will run them; on a Jetson without NVIDIA's torch: {INSTALL}") from exc  # fmt: skip
+        raise MissingExtraError(f"building engines needs torch or NVIDIA's CUDA bindings to identify the GPU: "
+                                f"{INSTALL} (with PyTorch: {TRT_INSTALL})") from exc  # fmt: skip
+    info = device_info(0)
+    return info.name, info.capability
+
+
+# The key of the `mfssd` metadata in an ONNX file (exporters/onnx_export.py METADATA_KEY, which imports torch).
+ONNX_METADATA_KEY = "mfssd"
+
+
+def onnx_metadata(model: Any, where: str) -> dict[str, Any]:
+    """The `mfssd` metadata of a loaded ONNX model, validated (artifacts.parse_meta), without torch."""
+    from mfssd_deploy.artifacts import parse_meta
+
+    for p in model.metadata_props:
+        if p.key == ONNX_METADATA_KEY:
+            return parse_meta(p.value, where)
+    raise MfssdError(f"{where} has no 'mfssd' metadata: export it with mfssd-export")
 
 
 def timing_cache_path(folder: Path, version: str, gpu: tuple[str, tuple[int, int]]) -> Path:
@@ -317,7 +356,6 @@ def build_engine(req: BuildRequest, gpu: tuple[str, tuple[int, int]] | None = No
     """
     import onnx
 
-    from mfssd_deploy.exporters.onnx_export import read_metadata
     from mfssd_deploy.exporters.trt_lint import lint
 
     import_tensorrt()
@@ -328,6 +366,13 @@ def build_engine(req: BuildRequest, gpu: tuple[str, tuple[int, int]] | None = No
     plan = plan_build(version, req.precision, dla_core=req.dla_core, compute_capability=cc)
     src = req.onnx.get(plan.onnx_source)
     if src is None:
+        if req.from_onnx and len(req.onnx) == 1:  # mfssd-export --trt --model NAME.onnx: what this file builds
+            ((have, path),) = req.onnx.items()
+            can = [p for p in PRECISIONS if _source_of(version, p, req.dla_core, cc) == have]
+            raise MfssdError(
+                f"{path.name} is the {have} ONNX; TensorRT {version} builds {req.precision} engines from the "
+                f"{plan.onnx_source} ONNX: use --precision {' or '.join(can) or '(none)'} with this file"
+            )
         hint = {"fp16": "--fp16", "int8": "--int8 --calib DIR"}.get(plan.onnx_source, "")
         raise MfssdError(
             f"TensorRT {version} builds {req.precision} from the {plan.onnx_source} ONNX: export it ({hint})"
@@ -351,8 +396,10 @@ def build_engine(req: BuildRequest, gpu: tuple[str, tuple[int, int]] | None = No
             f"{src.name} will not parse in TensorRT {version}: {problems[0]} ({len(problems)} problems; "
             f"see mfssd-export --check-trt {version})"
         )
-    meta = read_metadata(model)
-    size = meta["config"]["input_size"]
+    meta = onnx_metadata(model, src.name)
+    from mfssd_deploy.config import input_wh_of
+
+    width, height = input_wh_of(meta["config"]["input_size"])  # a side, or (W, H) at native resolution
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -380,7 +427,7 @@ def build_engine(req: BuildRequest, gpu: tuple[str, tuple[int, int]] | None = No
         config.DLA_core = plan.dla_core
     pinned = _pin_postprocess(trt, network, config, plan)
     profile = builder.create_optimization_profile()
-    shape = lambda b: (b, 3, size, size)  # noqa: E731
+    shape = lambda b: (b, 3, height, width)  # noqa: E731
     profile.set_shape(INPUT, trt.Dims4(*shape(b_min)), trt.Dims4(*shape(b_opt)), trt.Dims4(*shape(b_max)))
     config.add_optimization_profile(profile)
     cache_path = req.timing_cache
@@ -401,6 +448,7 @@ def build_engine(req: BuildRequest, gpu: tuple[str, tuple[int, int]] | None = No
         **meta,
         "precision": req.precision,
         "onnx": str(src),
+        "onnx_sha256": sha256_file(src),
         "tensorrt_version": version,
         "gpu_name": gpu_name,
         "compute_capability": list(cc),

@@ -5,6 +5,9 @@ pre-process (OpenCV, once per batch into one contiguous array) -> backend.infer 
 rescale to original pixels -> Result per image. Importing this module never imports torch: the
 end2end ONNX path runs on numpy, OpenCV and ONNX Runtime alone.
 
+Native resolution (input_size=(W, H), or an artifact exported with mfssd-export --input-size WxH): the whole
+frame in one call, with the priors of the larger feature maps; boxes come back in image pixels as always.
+
 Tiled inference (tile=..., mfssd_deploy/tiling.py): every image of a call is cut into overlapping tiles
 (+ the whole frame resized), all crops of all images go through the backend in batches of batch_size,
 boxes are mapped to image pixels and merged per image and class.
@@ -34,14 +37,24 @@ TileArg = int | tuple[int, int] | Tiling | bool | None
 
 
 class Detector:
-    """Detector(model, device="cpu"|"cuda", backend=None, conf=None, iou=None, max_det=None, batch_size=8,
+    """Detector(model, device="cpu"|"cuda", backend=None, conf=None, iou=None, max_det=None, batch_size=None,
     tile=None, overlap=None).
+
+    `batch_size`: how many images (or tiles) go through the backend per call; default 8, and for a TensorRT
+    engine the largest batch of its profile, so the tiles of a large frame fill the engine (a batch_size beyond
+    the profile is refused here, not at the first call).
 
     `model` is a .pt, .onnx or .engine path (default: the bundled demo model: the checkpoint where torch is
     installed, its FP32 end2end ONNX export in the lean install, see demo_assets.default_model); the layout and the
     pre/post-processing settings come from the artifact's own metadata. conf/iou/max_det default to
     the model's. For an end2end artifact the NMS is inside the graph: conf may only be raised and
     max_det lowered (exact: NMS never lets a lower score suppress a higher one), iou is fixed at export.
+
+    Native resolution, for small objects in large frames: `input_size=(1920, 1080)` (or "1920x1080") runs a .pt
+    checkpoint on whole frames at that size (the network is fully convolutional; the priors follow the larger
+    feature maps: ModelConfig.at_input_size): one call per frame, no overlap, no tile borders. An .onnx or
+    .engine has the size it was exported for (mfssd-export --input-size WxH), which input_size may only
+    repeat. Frames of another size are resized to it, as always.
 
     Tiled (sliced) inference, for small objects in frames much larger than the model's input:
     `tile=300` (pixels of the original image; (W, H) for other shapes; True: the model's input size) with
@@ -64,9 +77,10 @@ class Detector:
         conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         tile: TileArg = None,
         overlap: float | None = None,
+        input_size: int | str | tuple[int, int] | None = None,
         **backend_options: Any,
     ) -> None:
         if model is None:
@@ -78,10 +92,10 @@ class Detector:
 
         if path.suffix.lower() in DEFAULT_FOR_SUFFIX and not path.is_file():
             raise MfssdError(f"model not found: {path}")
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise MfssdError(f"batch_size must be >= 1, got {batch_size}")
-        made = make_backend(path, backend, device, batch_size, backend_options)
-        self._setup(path, device, batch_size, made, conf, iou, max_det)
+        made = make_backend(path, backend, device, batch_size or DEFAULT_BATCH, backend_options)
+        self._setup(path, device, _batch_for(made, batch_size, path), made, conf, iou, max_det, input_size)
         self.tiling: Tiling | None = resolve_tiling(tile, overlap, self.config.input_size)
 
     @classmethod
@@ -98,12 +112,14 @@ class Detector:
         return det
 
     def _setup(self, path: Path, device: str, batch_size: int, backend: Any, conf: float | None, iou: float | None,
-               max_det: int | None) -> None:  # fmt: skip
+               max_det: int | None, input_size: int | str | tuple[int, int] | None = None) -> None:  # fmt: skip
         self.path = path
         self.device = device
         self.batch_size = batch_size
         self.backend = backend
         self.config: ModelConfig = self.backend.config
+        if input_size is not None:
+            self.config = _sized_config(self.config, backend.name, path, input_size)
         self.layout: str = self.backend.layout
         self.nms = _nms_settings(self.config.nms, self.layout, conf, iou, max_det)
         if self.layout == "raw":
@@ -312,6 +328,42 @@ class Detector:
             out.append(Result(mb[keep], ms[keep], (ml[keep] % nc).astype(np.int64), self.config.class_names,
                               (int(img.shape[0]), int(img.shape[1])), names[i]))  # fmt: skip
         return out
+
+
+DEFAULT_BATCH = 8
+
+
+def _batch_for(backend: Any, asked: int | None, path: Path) -> int:
+    """The batch size of the backend calls: the one asked for, else 8; a backend with a fixed batch profile
+    (a TensorRT engine: `max_batch`) gets its profile's largest by default and refuses more now."""
+    top = getattr(backend, "max_batch", None)
+    if top is None:
+        return asked or DEFAULT_BATCH
+    if asked is None:
+        return int(top)
+    if asked > top:
+        raise MfssdError(
+            f"batch_size={asked}: {path.name}'s batch profile allows at most {top} per call; use batch_size <= {top} "
+            f"or rebuild it with mfssd-export --trt --batch-profile 1,{asked},{asked}"
+        )
+    return asked
+
+
+def _sized_config(cfg: ModelConfig, backend: str, path: Path, input_size: int | str | tuple[int, int]) -> ModelConfig:
+    """The config for Detector(input_size=...): a checkpoint runs at any size the network takes (priors made
+    here for its feature maps); an exported graph or engine only at the size it was built for."""
+    from mfssd_deploy.config import parse_input_size
+
+    w, h = parse_input_size(input_size, "input_size")
+    if (w, h) == cfg.input_wh:
+        return cfg
+    if backend != "torch":
+        have = "x".join(map(str, cfg.input_wh))
+        raise MfssdError(
+            f"input_size={w}x{h}: {path.name} was exported for {have} input; re-export the checkpoint with "
+            f"mfssd-export --input-size {w}x{h} (a .pt checkpoint runs at any input size)"
+        )
+    return cfg.at_input_size(w, h)
 
 
 def _decode_only(images: list[np.ndarray]) -> np.ndarray:

@@ -17,7 +17,10 @@ from mfssd_deploy.artifacts import ENGINE_PRECISIONS, parse_meta
 from mfssd_deploy.errors import MfssdError, MissingExtraError
 
 log = logging.getLogger("mfssd_deploy")
-TRT_INSTALL = 'pip install "mfssd-deploy[trt]" (on Jetson, TensorRT comes with JetPack)'
+TRT_INSTALL = (
+    'pip install "mfssd-deploy[trt]" (with PyTorch) or "mfssd-deploy[trt-lean]" (without); on Jetson, '
+    "TensorRT comes with JetPack"
+)
 
 
 def import_tensorrt() -> ModuleType:

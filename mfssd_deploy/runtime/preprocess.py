@@ -14,24 +14,28 @@ import numpy as np
 
 def preprocess_batch(
     images: Sequence[np.ndarray],
-    size: int,
+    size: int | tuple[int, int],
     mean: Sequence[float],
     std: Sequence[float],
     color: str = "rgb",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """BGR uint8 HxWx3 images of any sizes -> one contiguous float32 [B, 3, size, size] array.
+    """BGR uint8 HxWx3 images of any sizes -> one contiguous float32 [B, 3, H, W] array.
 
+    size: the model's input, one side (square) or (W, H) (ModelConfig.input_size / input_wh). Every image is
+    resized to it whole, aspect ratio and all (no letterbox: boxes map back per axis, scale_to_image).
     mean/std are on the [0, 1] scale, in the model's colour order.
     """
     n = len(images)
-    if out is None or out.shape != (n, 3, size, size):
-        out = np.empty((n, 3, size, size), dtype=np.float32)
+    w, h = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if out is None or out.shape != (n, 3, h, w):
+        out = np.empty((n, 3, h, w), dtype=np.float32)
     scale = [np.float32(1.0 / (255.0 * sd)) for sd in std]
     shift = [np.float32(mu / sd) for mu, sd in zip(mean, std, strict=True)]
     planes = (2, 1, 0) if color == "rgb" else (0, 1, 2)  # source BGR plane of each model channel
     for i, img in enumerate(images):
-        r = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+        # already at the input size (native resolution): no resize, the very pixels
+        r = img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
         # plane by plane into the output: 5x faster than one HWC float image transposed (0.2 vs 1.0
         # ms per image here), the same float32 values
         for c, src in enumerate(planes):

@@ -97,6 +97,13 @@ def _dims(dims: tuple[Any, ...], config: dict[str, Any]) -> list[int]:
     return [int(sizes[d]) if isinstance(d, str) else int(d) for d in dims]
 
 
+def _input_wh(config: dict[str, Any]) -> tuple[int, int]:
+    """(width, height) of the model input: a side, or (W, H) for a native-resolution export."""
+    from mfssd_deploy.config import input_wh_of
+
+    return input_wh_of(config["input_size"])
+
+
 def _quote(s: str) -> str:
     return json.dumps(s)  # a JSON string literal is a valid protobuf text-format string literal
 
@@ -154,12 +161,12 @@ def config_pbtxt(name: str, meta: dict[str, Any], platform: str, opts: TritonOpt
     if platform not in ("onnxruntime_onnx", "tensorrt_plan"):
         raise ValueError(platform)
     _check(name, meta, platform == "tensorrt_plan", opts)
-    size = int(cfg["input_size"])
+    width, height = _input_wh(cfg)
     lines = [
         f"name: {_quote(name)}",
         f"platform: {_quote(platform)}",
         f"max_batch_size: {opts.max_batch}",
-        *_tensors("input", [(INPUT, "TYPE_FP32", (3, size, size))], {INPUT: " format: FORMAT_NCHW"}),
+        *_tensors("input", [(INPUT, "TYPE_FP32", (3, height, width))], {INPUT: " format: FORMAT_NCHW"}),
         *_tensors("output", [(n, t, _dims(d, cfg)) for n, t, d in OUTPUTS[layout]]),
         *_scheduling(opts),
     ]
@@ -184,10 +191,10 @@ def python_config_pbtxt(name: str, meta: dict[str, Any], role: str, artifact: st
     """The config of a python-kind model: `role` tensor (end2end outputs) or image (encoded images)."""
     cfg = meta["config"]
     _check(name, meta, artifact.endswith(".engine"), opts)
-    size = int(cfg["input_size"])
+    width, height = _input_wh(cfg)
     extra: dict[str, str] = {}
     if role == contract.TENSOR_ROLE:
-        inputs: list[tuple[str, str, Sequence[int]]] = [(INPUT, "TYPE_FP32", (3, size, size))]
+        inputs: list[tuple[str, str, Sequence[int]]] = [(INPUT, "TYPE_FP32", (3, height, width))]
         outputs = [(n, t, _dims(d, cfg)) for n, t, d in OUTPUTS["end2end"]]
     elif role == contract.IMAGE_ROLE:
         types = contract.IMAGE_INPUT_TYPES

@@ -111,18 +111,18 @@ class TensorRunner:
 
     def __init__(self, det: Detector, max_batch: int) -> None:
         self.det, self.max_batch = det, max_batch
-        self.size = det.config.input_size
+        self.width, self.height = det.config.input_wh
 
     def check(self, x: np.ndarray | None) -> str | None:
-        s = self.size
+        w, h = self.width, self.height
         if x is None:
             return f"the request has no input {INPUT!r}"
         if x.dtype != np.float32:
             return f"input {INPUT!r} has dtype {x.dtype}: send FP32 (float32)"
         if x.ndim == 3 or (x.ndim == 4 and x.shape[0] == 0):  # Triton hands a batch of 0 over without its axis
-            return f"input {INPUT!r} is an empty batch (shape {list(x.shape)}): send [batch >= 1, 3, {s}, {s}]"
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, s, s):
-            return f"input {INPUT!r} has shape {list(x.shape)}: send [batch, 3, {s}, {s}] (pre-processed images)"
+            return f"input {INPUT!r} is an empty batch (shape {list(x.shape)}): send [batch >= 1, 3, {h}, {w}]"
+        if x.ndim != 4 or tuple(x.shape[1:]) != (3, h, w):
+            return f"input {INPUT!r} has shape {list(x.shape)}: send [batch, 3, {h}, {w}] (pre-processed images)"
         if x.shape[0] > self.max_batch:
             return f"batch {x.shape[0]} is over this model's max_batch_size {self.max_batch}: split the request"
         if not np.isfinite(x).all():

@@ -235,7 +235,8 @@ def _data_loader(opt: TrainOptions, source: Source, cfg: ModelConfig, d: Dist,
                  device: torch.device) -> tuple[DetectionDataset, Any, DataLoader[Any]]:  # fmt: skip
     """The augmented training set, its sampler (one shard per process under DDP) and loader; each
     process loads its share of the global batch."""
-    dataset = DetectionDataset(source, train_transforms(cfg.input_size, cfg.mean, cfg.std, opt.zoom_out), cfg.color)
+    transforms = train_transforms(cfg.square_side("training"), cfg.mean, cfg.std, opt.zoom_out)
+    dataset = DetectionDataset(source, transforms, cfg.color)
     per_rank_batch = max(1, opt.batch // d.world)
     sampler = (
         DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, seed=opt.seed, drop_last=True)

@@ -34,7 +34,7 @@ class Backend(Protocol):
 @dataclass(frozen=True)
 class Entry:
     module: str  # mfssd_deploy.runtime.backends.<module>
-    cls: str
+    cls: str  # a class, or a function that returns the backend (open_tensorrt)
     suffixes: tuple[str, ...]  # model files it loads
     takes_max_batch: bool = False  # gets the Detector's batch_size (an explicit TensorRT EP profile)
 
@@ -42,7 +42,8 @@ class Entry:
 REGISTRY: dict[str, Entry] = {
     "torch": Entry("torch_backend", "TorchBackend", (".pt",)),
     "onnxruntime": Entry("onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",), takes_max_batch=True),
-    "tensorrt": Entry("tensorrt_backend", "TensorRTBackend", (".engine",)),
+    # open_tensorrt picks the buffers: torch CUDA tensors, or NVIDIA's CUDA bindings (end2end, no torch)
+    "tensorrt": Entry("tensorrt_backend", "open_tensorrt", (".engine",)),
     "openvino": Entry("openvino_backend", "OpenVinoBackend", (".onnx",)),  # the [openvino] extra
 }
 # The backend a file gets when none is named: the first registered one that loads its suffix.
@@ -53,11 +54,14 @@ for _name, _entry in REGISTRY.items():
 
 
 # Which runtime runs an .onnx on a CPU when none is named, by precision, from one interleaved run here
-# (2 cores, demo model, median ms at batch 1 / 8, ONNX Runtime vs OpenVINO f32): INT8 Q/DQ s8 16.0 / 117
-# vs 8.1 / 44 (OpenVINO 2.0-2.7x faster); FP32 16.4 / 132 vs 28.4 / 151 and FP16 files (ONNX Runtime
-# as fast or faster). So OpenVINO takes the symmetric INT8 file where it is installed; everything else,
-# and every GPU, stays on ONNX Runtime. MFSSD_ONNX_CPU_BACKEND=onnxruntime|openvino overrides the rule.
-OPENVINO_FASTER = ("int8-qdq",)
+# (2 cores, demo model, median ms at batch 1 / 8, ONNX Runtime vs OpenVINO f32, benchmarks/int8_placement):
+# the symmetric INT8 file (placed for TensorRT: Conv inputs quantized) 35.4 / 272 vs 5.0 / 31 (OpenVINO
+# 7-9x faster; ONNX Runtime fuses only Q -> Conv -> Q); FP32 17.6 / 136 vs 17.8 / 137 and FP16 files (ONNX
+# Runtime as fast or faster). The uint8-activation file (ONNX Runtime's own INT8 fast path) is faster still
+# in OpenVINO: full-size pruned MFSSD-BN 23.0 / 25.7 vs 62.9 / 80.5 images/s at batch 1 / 8
+# (benchmarks/fps). So OpenVINO takes both INT8 files where it is installed; everything else, and every
+# GPU, stays on ONNX Runtime. MFSSD_ONNX_CPU_BACKEND=onnxruntime|openvino overrides the rule.
+OPENVINO_FASTER = ("int8-qdq", "int8-qdq-u8")
 ONNX_CPU_ENV = "MFSSD_ONNX_CPU_BACKEND"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import numpy as np
 
 from mfssd_deploy.artifacts import INPUT, onnx_kind
-from mfssd_deploy.config import ModelConfig
+from mfssd_deploy.config import ModelConfig, input_wh_of
 from mfssd_deploy.errors import MfssdError
+
+_WARNED: set[Path] = set()  # INT8 files placed for TensorRT already warned about (the CPU speed note below)
 
 
 def choose_providers(
@@ -46,8 +49,8 @@ def choose_providers(
             "trt_timing_cache_enable": True,
         }
         if max_batch is not None:
-            s = int(meta["config"]["input_size"])
-            trt_opts.update({f"trt_profile_{k}_shapes": f"{INPUT}:{b}x3x{s}x{s}"
+            w, h = input_wh_of(meta["config"]["input_size"])  # a side, or (W, H) at native resolution
+            trt_opts.update({f"trt_profile_{k}_shapes": f"{INPUT}:{b}x3x{h}x{w}"
                              for k, b in (("min", 1), ("opt", max_batch), ("max", max_batch))})  # fmt: skip
         trt_opts.update(options.get("TensorrtExecutionProvider", {}))
         chosen.append(("TensorrtExecutionProvider", trt_opts))
@@ -124,6 +127,18 @@ class OnnxRuntimeBackend:
         self.layout = str(self.meta["layout"])
         self.device = device
         self.providers = self.session.get_providers()
+        if self.providers == ["CPUExecutionProvider"] and self.meta.get("precision") == "int8-qdq" and p not in _WARNED:
+            _WARNED.add(p)  # once per file and process
+            # The symmetric INT8 file is placed for TensorRT (Conv inputs quantized, outputs float): ONNX
+            # Runtime's CPU kernels fuse only Q -> Conv -> Q into QLinearConv, so here it runs slower than the
+            # FP32 file (about half its speed, benchmarks/int8_placement). Say so rather than let "INT8" be
+            # silently slow.
+            logging.getLogger("mfssd_deploy").warning(
+                "%s: this INT8 file is quantized for TensorRT; ONNX Runtime runs it on the CPU slower than FP32. "
+                'For fast CPU INT8 run it in OpenVINO (pip install "mfssd-deploy[openvino]": the default for this '
+                "file where installed) or export the CPU file too (mfssd-export --int8 --int8-cpu: NAME.int8u8.*)",
+                p.name,
+            )
         names = [i.name for i in self.session.get_inputs()]
         if names != [INPUT]:
             raise MfssdError(f"{p}: expected one input named 'images', found {names}")

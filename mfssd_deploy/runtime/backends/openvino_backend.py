@@ -141,9 +141,9 @@ class OpenVinoBackend:
         return str(self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
 
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
-        s = self.config.input_size
-        if x.ndim != 4 or x.shape[0] < 1 or tuple(x.shape[1:]) != (3, s, s):
-            raise MfssdError(f"OpenVINO backend: expected a [B,3,{s},{s}] batch, got shape {tuple(x.shape)}")
+        w, h = self.config.input_wh
+        if x.ndim != 4 or x.shape[0] < 1 or tuple(x.shape[1:]) != (3, h, w):
+            raise MfssdError(f"OpenVINO backend: expected a [B,3,{h},{w}] batch, got shape {tuple(x.shape)}")
         request = self._pool.get()  # blocks while every request is busy in another thread
         try:
             # share_inputs: no copy of the batch (the call is synchronous, x outlives it);

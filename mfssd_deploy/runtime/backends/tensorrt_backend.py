@@ -1,10 +1,15 @@
 """TensorRT backend: a serialized engine run with the TensorRT 8.5-11 runtime API.
 
-I/O buffers are torch CUDA tensors on a torch CUDA stream (data_ptr / stream.cuda_stream, no pycuda),
-so raw outputs stay on the GPU and go straight into the torch decode + batched NMS. Inputs are
-copied from pinned host memory; buffers are cached per batch size. An execution context is not
-thread-safe: the Detector serialises calls to `infer`. Checked before loading: TensorRT version and
-GPU match the engine's metadata. Every rule below names its source (docs/tensorrt.md, "Running").
+Two ways to hold the I/O buffers, chosen by `open_tensorrt` (the registry's entry; buffers="auto" | "torch" |
+"cuda", or MFSSD_TRT_BUFFERS): torch CUDA tensors here, where torch with CUDA is installed (raw outputs stay
+on the GPU and go straight into the torch decode + batched NMS), or NVIDIA's CUDA bindings (tensorrt_lean.py:
+end2end engines without torch, the Jetson and serving-image path). The engine handling both share is
+tensorrt_engine.py (DLA core, deserialization, I/O contract, profile, data-dependent shapes).
+
+Here the buffers are torch CUDA tensors on a torch CUDA stream (data_ptr / stream.cuda_stream, no pycuda).
+Inputs are copied from pinned host memory; buffers are cached per batch size. An execution context is not
+thread-safe: the Detector serialises calls to `infer`. Checked before loading: TensorRT version and GPU
+match the engine's metadata. Every rule below names its source (docs/tensorrt.md, "Running").
 
 - Device: the engine is deserialized, its contexts created and every call run inside
   `torch.cuda.device(N)` for `cuda:N`, the device whose name and compute capability were checked.
@@ -21,15 +26,10 @@ GPU match the engine's metadata. Every rule below names its source (docs/tensorr
   engine runs eagerly, as trtexec does.
 - Raw outputs are cloned on our stream and handed to the caller's stream: `record_stream` keeps torch's
   caching allocator from reusing their memory while the caller's kernels still read it.
-- DLA engines: `runtime.DLA_core` is set before deserializing (IRuntime::setDLACore, "The DLA core to
-  execute the engine on", release/10.3 include/NvInferRuntime.h); their profile is static, and a
-  smaller batch is padded up to it ("The runtime dimensions must be the same as the dimensions used
-  for building", DLA Supported Layers and Restrictions).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +37,64 @@ from typing import Any
 
 import numpy as np
 
-from mfssd_deploy.artifacts import INPUT, OUTPUTS
+from mfssd_deploy.artifacts import INPUT
 from mfssd_deploy.config import ModelConfig
-from mfssd_deploy.errors import MfssdError, require_torch
+from mfssd_deploy.errors import MfssdError, MissingExtraError, require_torch
+from mfssd_deploy.runtime.backends import tensorrt_engine as te
 from mfssd_deploy.runtime.engine_meta import check_engine_compat, import_tensorrt, read_engine_meta
 
-log = logging.getLogger("mfssd_deploy")
+log = te.log
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "INT8": "int8",
                 "BOOL": "bool", "BF16": "bfloat16"}  # fmt: skip
+BUFFERS = ("auto", "torch", "cuda")
+BUFFERS_ENV = "MFSSD_TRT_BUFFERS"  # the choice for commands that take no backend options (mfssd-detect, -serve)
+
+
+def _torch_has_cuda() -> bool | None:
+    """None: torch is not installed; else whether it sees a CUDA GPU (PyPI's aarch64 torch has no CUDA)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return bool(torch.cuda.is_available())
+
+
+def choose_buffers(choice: str, layout: str, name: str) -> str:
+    """'torch' or 'cuda' for an engine of `layout`: torch CUDA tensors where torch has CUDA, else NVIDIA's CUDA
+    bindings for an end2end engine; a raw engine's decode + NMS need torch on the GPU."""
+    if choice not in BUFFERS:
+        raise MfssdError(f"buffers={choice!r} ({BUFFERS_ENV}?): choose auto, torch (torch CUDA tensors) or cuda "
+                         "(NVIDIA's CUDA bindings, end2end engines, no torch)")  # fmt: skip
+    if choice == "cuda" and layout == "raw":
+        raise MfssdError(f"{name} is a raw engine: the CUDA-bindings buffers run end2end engines only (raw outputs "
+                         "are decoded with torch on the GPU): use buffers='torch' or an end2end engine")  # fmt: skip
+    if choice != "auto":
+        return choice
+    torch_cuda = _torch_has_cuda()
+    if torch_cuda or layout == "raw":
+        if torch_cuda is None:
+            raise MissingExtraError(
+                f"{name} is a raw engine, whose decode + NMS run with torch on the GPU: build an end2end engine "
+                '(mfssd-export --trt --model NAME.end2end.onnx) or pip install "mfssd-deploy[torch]"'
+            )
+        return "torch"  # torch without CUDA says so itself
+    return "cuda"
+
+
+def open_tensorrt(path: str | os.PathLike[str], device: str = "cuda", cuda_graphs: bool = False,
+                  buffers: str | None = None) -> Any:  # fmt: skip
+    """The TensorRT backend for an engine file, its buffers chosen by `choose_buffers` (buffers=None: the
+    MFSSD_TRT_BUFFERS environment variable, else auto)."""
+    p = Path(path)
+    if not device.startswith("cuda"):
+        raise MfssdError(f"{p.name}: TensorRT engines run on the GPU: use device='cuda' (got {device!r})")
+    meta = read_engine_meta(p)
+    kind = choose_buffers(buffers or os.environ.get(BUFFERS_ENV) or "auto", str(meta["layout"]), p.name)
+    if kind == "cuda":
+        from mfssd_deploy.runtime.backends.tensorrt_lean import LeanTensorRTBackend
+
+        return LeanTensorRTBackend(p, device, cuda_graphs=cuda_graphs, meta=meta)
+    return TensorRTBackend(p, device, cuda_graphs=cuda_graphs, meta=meta)
 
 
 def buffer_device(device: str) -> Any:
@@ -68,8 +118,10 @@ class _Graph:
 
 class TensorRTBackend:
     name = "tensorrt"
+    buffers = "torch"
 
-    def __init__(self, path: str | os.PathLike[str], device: str = "cuda", cuda_graphs: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], device: str = "cuda", cuda_graphs: bool = False,
+                 meta: dict[str, Any] | None = None) -> None:  # fmt: skip
         if not device.startswith("cuda"):
             raise MfssdError(f"{Path(path).name}: TensorRT engines run on the GPU: use device='cuda' (got {device!r})")
         torch = require_torch("the TensorRT backend (its buffers are torch CUDA tensors)")
@@ -79,7 +131,7 @@ class TensorRTBackend:
         if not torch.cuda.is_available():
             raise MfssdError("no CUDA GPU is visible: a TensorRT engine needs the GPU it was built for")
         p = Path(path)
-        self.meta = read_engine_meta(p)
+        self.meta = meta if meta is not None else read_engine_meta(p)
         index = torch.device(device).index
         self.index = int(torch.cuda.current_device() if index is None else index)
         check_engine_compat(self.meta, p.name, str(trt.__version__), torch.cuda.get_device_name(self.index),
@@ -92,32 +144,16 @@ class TensorRTBackend:
         self.layout = str(self.meta["layout"])
         self.thread_safe = False  # execution contexts: the Detector serialises infer calls
         self.logger = trt.Logger(trt.Logger.WARNING)
-        plan = self.meta.get("plan") or {}
-        self.dla_core = plan.get("dla_core") if isinstance(plan, dict) else None
+        self.dla_core = te.dla_core(self.meta)
         with torch.cuda.device(self.index):
-            self.runtime = trt.Runtime(self.logger)
-            if self.dla_core is not None:
-                self.runtime.DLA_core = int(self.dla_core)
-            self.engine = self.runtime.deserialize_cuda_engine(p.read_bytes())
-            if self.engine is None:
-                raise MfssdError(
-                    f"{p} could not be deserialized (corrupt, built by another TensorRT or for another GPU): rebuild it"
-                )
+            self.runtime, self.engine = te.deserialize(trt, p, self.meta, self.logger)
             self.context = self.engine.create_execution_context()
             self.stream = torch.cuda.Stream(device=self.index)
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = list(OUTPUTS[self.layout])
-        if self.inputs != [INPUT] or sorted(set(names) - set(self.inputs)) != sorted(self.outputs):
-            raise MfssdError(f"{p}: unexpected I/O tensors {names} for the {self.layout} layout")
-        self.dtypes = {n: getattr(torch, TORCH_DTYPES[self.engine.get_tensor_dtype(n).name]) for n in names}
-        profile = self.meta["profiles"][INPUT]
-        self.min_batch, self.max_batch = int(profile["min"][0]), int(profile["max"][0])
-        if cuda_graphs and self.layout != "raw":
-            log.warning("%s: no CUDA graphs for an end2end engine (its NMS has data-dependent output sizes): running "
-                        "eagerly; graphs are for the raw layout", p.name)  # fmt: skip
-            cuda_graphs = False
-        self.cuda_graphs = cuda_graphs
+        self.outputs, dtypes = te.io_contract(trt, self.engine, self.layout, p)
+        self.inputs = [INPUT]
+        self.dtypes = {n: getattr(torch, TORCH_DTYPES[d]) for n, d in dtypes.items()}
+        self.min_batch, self.max_batch = te.batch_range(self.meta)
+        self.cuda_graphs = te.graphs_allowed(cuda_graphs, self.layout, p.name)
         self._buffers: dict[int, _Buffers] = {}
         self._graphs: dict[int, _Graph] = {}
 
@@ -134,18 +170,14 @@ class TensorRTBackend:
         if batch in self._buffers:
             return self._buffers[batch]
         torch = self.torch
-        size = self.config.input_size
-        shape = (batch, 3, size, size)
+        width, height = self.config.input_wh
+        shape = (batch, 3, height, width)
         pinned = self.dev.type == "cuda"
         bufs = _Buffers(host=torch.empty(shape, dtype=torch.float32, pin_memory=pinned))
         bufs.tensors[INPUT] = torch.empty(shape, dtype=self.dtypes[INPUT], device=self.dev)
         if not self.context.set_input_shape(INPUT, shape):
             raise MfssdError(f"TensorRT rejected input shape {shape}")
-        for name in self.outputs:
-            dims = self.context.get_tensor_shape(name)
-            out_shape = tuple(int(dims[i]) for i in range(len(dims)))
-            if any(d < 0 for d in out_shape):  # -1: data-dependent (IExecutionContext::getTensorShape)
-                raise MfssdError(f"output {name} has a data-dependent shape {out_shape}: not an mfssd engine layout")
+        for name, out_shape in te.output_shapes(self.context, self.outputs).items():
             bufs.tensors[name] = torch.empty(out_shape, dtype=self.dtypes[name], device=self.dev)
         self._buffers[batch] = bufs
         return bufs
@@ -190,15 +222,8 @@ class TensorRTBackend:
         self._execute(self.context)
 
     def infer(self, x: np.ndarray) -> Any:
-        n = int(x.shape[0])
-        if not 1 <= n <= self.max_batch:
-            raise MfssdError(
-                f"batch {n} is outside the engine's profile {self.min_batch}..{self.max_batch}: "
-                "use Detector(batch_size=...) within it or rebuild with mfssd-export --trt --batch-profile"
-            )
-        batch = max(n, self.min_batch)  # a static (DLA) profile: pad the batch up to it
-        if batch != n:
-            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), x.dtype)])
+        x, n = te.pad_batch(x, self.min_batch, self.max_batch)
+        batch = int(x.shape[0])
         torch = self.torch
         with torch.cuda.device(self.index):
             consumer = torch.cuda.current_stream(self.index)  # where the caller will use raw outputs
