@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the recorded speed + accuracy results of this machine (results.{json,csv,md,png}).
-# About 10 minutes on 2 CPU cores (the first run also exports the artifacts into the cache: +3 minutes).
+# About 13 minutes on 2 CPU cores (the first run also exports the artifacts into the cache and quantizes
+# the OpenVINO + NNCF peer: +5 minutes).
 # Run from the repository root on an otherwise idle machine, after `make demo` or `make test` (they make .venv).
 set -euo pipefail
 OUT=${OUT:-benchmarks/fps}

@@ -140,7 +140,8 @@ def run_bench(req: BenchRequest, on_soak_row: SoakRow | None = None) -> dict[str
     return {"env": env, "rows": rows, "targets": [t.__dict__ for t in targets], "ratios": ratios,
             "speed_ratios": report.speed_ratios(rows),
             "settings": {"batches": list(req.batch_sizes), "iters": req.iters, "seconds": req.seconds,
-                         "warmup": req.warmup, "timing_images": len(loaded.images), "val": req.val},
+                         "warmup": req.warmup, "timing_images": len(loaded.images), "val": req.val,
+                         "runtimes": list(_runtimes(req.runtimes)), "tile": req.tile, "overlap": req.overlap},
             "seconds": time.time() - t_start}  # fmt: skip
 
 
@@ -456,6 +457,11 @@ def _notes(rows: list[dict[str, Any]]) -> str:
             "per-layer channel fractions, at its parameter ratio, widths rounded to multiples of 8): scores are near "
             "uniform, so every configuration's NMS works at its cap."
         )
+    if any(r.get("runtime") for r in rows):
+        notes.append("ONNX rows on the CPU name their runtime: onnxruntime, openvino (f32 precision hint), "
+                     "openvino-bf16 (its bf16 hint).")  # fmt: skip
+    if any(str(r.get("precision", "")).startswith("int8") and r.get("fraction_of_peak") for r in rows):
+        notes.append("% peak: INT8 rows of the INT8 GEMM peak, the others of the FP32 peak (bf16 rows too).")
     if "peer" in groups:
         notes.append("Peers run end to end (no stage split).")
     if any(r.get("memory_mb") for r in rows):

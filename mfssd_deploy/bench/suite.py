@@ -307,11 +307,17 @@ def _openvino_peer(spec: Spec, with_facts: bool) -> Runner:
     facts: dict[str, Any] = {"model": name, "group": "peer", "peer": spec["peer"], "format": "openvino",
                              "weights": RANDOM, "device": "cpu", "backend": "openvino",
                              "precision": precision, "layout": "end2end",
-                             "input_size": cfg.input_size, "size_mb": path.stat().st_size / 2**20, "of": spec["of"],
+                             "input_size": cfg.input_size, "size_mb": _model_mb(path), "of": spec["of"],
                              "float_layers": peer.inference_precision}  # fmt: skip
     if with_facts:
         facts["params"], facts["gflops"] = _facts_or_none(cfg)
     return Runner(facts, lambda imgs: (peer(imgs), None)[1])
+
+
+def _model_mb(path: Path) -> float:
+    """A model file's size; an OpenVINO IR is its .xml and its .bin (the weights)."""
+    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
 
 
 def _torchvision_peer(with_facts: bool, device: str = "cpu") -> Runner:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfssd_deploy.cli import run_cli
+from mfssd_deploy.cli.options import RUNTIME_RULE
 from mfssd_deploy.errors import MfssdError
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(kept for compatibility; prefer --camera N)")  # fmt: skip
     ap.add_argument("--camera", type=int, metavar="N", help="read camera N instead of a SOURCE (runs until Ctrl-C "
                     "or --max-frames)")  # fmt: skip
-    ap.add_argument("--model", help=".pt, .onnx or .engine (default: the bundled demo model)")
+    ap.add_argument("--model", help=f".pt, .onnx or .engine (default: the bundled demo model); {RUNTIME_RULE}")
     ap.add_argument("--save-dir", default="runs/detect", help="annotated output folder (default: runs/detect); "
                     "one that would overwrite a source file is refused")  # fmt: skip
     ap.add_argument("--no-save", action="store_true", help="do not write annotated images or video")

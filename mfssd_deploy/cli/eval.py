@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mfssd_deploy.cli import HelpFormatter, run_cli
+from mfssd_deploy.cli.options import RUNTIME_RULE
 from mfssd_deploy.errors import MfssdError
 
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mfssd-eval", description=__doc__, formatter_class=HelpFormatter)
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--model", help=".pt, .onnx or .engine (default: the bundled demo model; without torch its "
-                     "end2end ONNX export)")  # fmt: skip
+                     f"end2end ONNX export); {RUNTIME_RULE}")  # fmt: skip
     src.add_argument("--detections", help="score a COCO results file (e.g. from examples/folder_to_json.py) instead")
     ap.add_argument("--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)")
     ap.add_argument("--split", default="val", help="dataset split")

@@ -17,7 +17,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.cli.options import (
@@ -31,7 +31,7 @@ from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.limits import AGREEMENT_SCORE, MIN_AGREEMENT
 
 if TYPE_CHECKING:
-    from mfssd_deploy.exporters.deploy import TritonRepoOptions
+    from mfssd_deploy.exporters.deploy import EngineOptions, TritonRepoOptions
     from mfssd_deploy.exporters.pipeline import ExportRequest
 
 
@@ -116,20 +116,34 @@ def main(argv: list[str] | None = None) -> int:
     if model.suffix.lower() == ".onnx":  # before the exporter's imports: this route needs neither torch nor them
         return engines_from_onnx(args, model)
     from mfssd_deploy.demo_assets import sample_images
-    from mfssd_deploy.exporters.deploy import check_failed, deploy
     from mfssd_deploy.exporters.pipeline import check_request, format_report, run_export
-    from mfssd_deploy.fileio import write_json
     from mfssd_deploy.runtime.inputs import list_images
 
     parity = list_images(args.parity_images) if args.parity_images else sample_images()
     if not parity:
         raise MfssdError("no parity images: the bundled samples are missing; pass --parity-images DIR")
-    trt = engine_options(args) if args.trt or args.triton else None  # the batch profile serves Triton too
-    engines = trt if args.trt else None
-    triton = triton_options(args, trt.batch) if args.triton and trt is not None else None
+    engines, triton = _deploy_options(args)
     req = check_request(export_request(args, model, parity), engines)
     report = run_export(req)
     print(format_report(report))
+    return _deploy(args, report, engines, triton)
+
+
+def _deploy_options(args: argparse.Namespace) -> tuple[EngineOptions | None, TritonRepoOptions | None]:
+    """The engine and Triton steps the arguments ask for (the batch profile serves Triton too)."""
+    trt = engine_options(args) if args.trt or args.triton else None
+    engines = trt if args.trt else None
+    triton = triton_options(args, trt.batch) if args.triton and trt is not None else None
+    return engines, triton
+
+
+def _deploy(args: argparse.Namespace, report: dict[str, Any], engines: EngineOptions | None,
+            triton: TritonRepoOptions | None) -> int:  # fmt: skip
+    """The parser check, engines and Triton repository of an export report; the report JSON is written
+    even when a step fails. Exit 1 when the parser check fails."""
+    from mfssd_deploy.exporters.deploy import check_failed, deploy
+    from mfssd_deploy.fileio import write_json
+
     try:
         deploy(report, check_trt=args.check_trt, engines=engines, triton=triton, echo=print)
     finally:
@@ -149,8 +163,7 @@ def engines_from_onnx(args: argparse.Namespace, model: Path) -> int:
     """mfssd-export --trt --model NAME.int8.end2end.onnx: the engine of an ONNX file exported earlier, built where
     it will run (a Jetson, a serving box) with TensorRT's ONNX parser: no checkpoint and no torch; the same
     parser check, engine, metadata and Triton steps as an export from the checkpoint (exporters.deploy)."""
-    from mfssd_deploy.exporters.deploy import check_failed, check_tensorrt_source, deploy, onnx_report
-    from mfssd_deploy.fileio import write_json
+    from mfssd_deploy.exporters.deploy import check_tensorrt_source, onnx_report
 
     defaults = build_parser()
     given = [f"--{d.replace('_', '-')}" for d in EXPORT_ONLY if getattr(args, d, None) != defaults.get_default(d)]
@@ -162,18 +175,11 @@ def engines_from_onnx(args: argparse.Namespace, model: Path) -> int:
     if not (args.trt or args.check_trt or args.triton):
         raise MfssdError(f"{model.name} is already exported: add --trt to build its TensorRT engine here (or "
                          "--check-trt, --triton), or pass the .pt checkpoint to export it again")  # fmt: skip
-    opts = engine_options(args) if args.trt or args.triton else None
-    engines = opts if args.trt else None
-    triton = triton_options(args, opts.batch) if args.triton and opts is not None else None
+    engines, triton = _deploy_options(args)
     report = onnx_report(model, args.name)
     if engines is not None:
         check_tensorrt_source(report)
-    try:
-        deploy(report, check_trt=args.check_trt, engines=engines, triton=triton, echo=print)
-    finally:
-        if args.json:
-            write_json(args.json, report)
-    return 1 if check_failed(report.get("trt_check")) else 0
+    return _deploy(args, report, engines, triton)
 
 
 def export_request(args: argparse.Namespace, model: Path, parity: list[Path]) -> ExportRequest:
