@@ -55,8 +55,10 @@ def conv_macs(forward: Callable[[torch.Tensor], Any], model: nn.Module, x: torch
 
 
 @torch.no_grad()
-def measure(model: nn.Module, input_size: int = 300) -> Complexity:
+def measure(model: nn.Module, input_size: int | tuple[int, int] = 300) -> Complexity:
+    """Parameters and conv multiply-adds of one image of `input_size` (a side, or (width, height))."""
     device = next(model.parameters()).device
-    macs = conv_macs(model, model, torch.zeros(1, 3, input_size, input_size, device=device))
+    w, h = (input_size, input_size) if isinstance(input_size, int) else input_size
+    macs = conv_macs(model, model, torch.zeros(1, 3, h, w, device=device))
     params = count_params(model)
     return Complexity(params=params, macs=macs, size_mb=params * 4 / 2**20)

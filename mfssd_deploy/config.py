@@ -209,7 +209,16 @@ class ModelConfig:
     def at_input_size(self, width: int, height: int) -> ModelConfig:
         """This model for a width x height input: the same weights (the network is fully convolutional) with
         the priors of the feature maps it produces at that size (native-resolution inference: no tiles,
-        one call per frame). Too small for the last layers: MfssdError naming the smallest size."""
+        one call per frame). Too small for the last layers: MfssdError naming the smallest size. Sizes are taken
+        from the square (trained) config: PriorSpec.at_size tells strides from spread steps by that spec, which
+        a resized spec no longer shows, so resizing a resized config is refused rather than shifting priors."""
+        if (width, height) == self.input_wh:
+            return self
+        if not isinstance(self.input_size, int):
+            raise MfssdError(
+                f"this config is already sized for {_text(self.input_wh)}: make the {width}x{height} config from "
+                "the square config it came from (the checkpoint's)"
+            )
         maps = feature_maps(self.variant, width, height)
         cfg = replace(self, input_size=(width, height), priors=self.priors.at_size(width, height, maps))
         cfg.validate()

@@ -255,3 +255,39 @@ def test_int8_rows_are_read_against_the_int8_peak() -> None:
     t = by_name(targets, "INT8 roofline, batch 1")
     assert t.status == "PASS" and "full-pruned int8-e2e 1422 GOP/s = 89%" in t.detail
     assert ratios["1"]["int8_peak_fraction"] == pytest.approx(1422 / 1600)
+
+
+def test_int8_rows_above_the_gemm_peak_leave_the_roofline_unchecked() -> None:
+    """A measured peak the rows outrun is no ceiling: the target says so instead of passing."""
+    rows = full_rows(1)
+    for r in rows:
+        r["achieved_gflops_per_s"] = 79.0 * r["images_per_s"]
+        r["fraction_of_peak"] = r["achieved_gflops_per_s"] / (1000.0 if r["precision"].startswith("int8") else 400.0)
+    t = by_name(report.targets(rows + peers(1, tv=1.0, ref=1.0), [1])[0], "INT8 roofline, batch 1")
+    assert t.status == "UNCHECKED" and "142%" in t.detail and "not this CPU's INT8 ceiling" in t.detail
+
+
+def test_bf16_ratios_pair_each_layout_with_its_own_fp32_file() -> None:
+    rows = [{**row("full", fmt, 1, ips), "runtime": rt, "precision": prec}
+            for fmt, rt, prec, ips in (("fp32-raw", "openvino", "fp32", 4.0),
+                                       ("fp32-raw", "openvino-bf16", "bf16", 20.0),
+                                       ("fp32-e2e", "openvino", "fp32", 5.0),
+                                       ("fp32-e2e", "openvino-bf16", "bf16", 25.0))]  # fmt: skip
+    got = {(r["of"], r["vs"]): r["ratio"] for r in report.speed_ratios(rows) if r["kind"] == "precision"}
+    assert got == pytest.approx({("full fp32-raw openvino-bf16", "full fp32-raw openvino"): 5.0,
+                                 ("full fp32-e2e openvino-bf16", "full fp32-e2e openvino"): 5.0})  # fmt: skip
+
+
+def test_a_bad_cpu_backend_variable_is_one_line_for_the_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mfssd_deploy.bench import suite
+    from mfssd_deploy.errors import MfssdError
+
+    monkeypatch.setenv("MFSSD_ONNX_CPU_BACKEND", "tflite")
+    with pytest.raises(MfssdError, match="set it to onnxruntime or openvino"):
+        suite.default_cpu_runtimes()
+    monkeypatch.setenv("MFSSD_ONNX_CPU_BACKEND", "openvino")
+    monkeypatch.setattr(suite, "installed_cpu_runtimes", lambda: ("onnxruntime",))
+    with pytest.raises(MfssdError, match=r'OpenVINO is not installed: pip install "mfssd-deploy\[openvino\]"'):
+        suite.default_cpu_runtimes()
+    monkeypatch.setenv("MFSSD_ONNX_CPU_BACKEND", "onnxruntime")
+    assert suite.default_cpu_runtimes() == ("onnxruntime",)

@@ -181,6 +181,16 @@ def test_inconsistent_configs_are_refused() -> None:
         ModelConfig.from_dict(bad)
 
 
+def test_a_sized_config_is_not_resized_again() -> None:
+    """Strides and spread steps are told apart on the square spec: resizing a resized config would move the
+    stride layers' priors (1920x1080 -> 300x300 gave steps of 7.89 instead of 8), so it is refused."""
+    sized = make_config("mfssd_bn").at_input_size(1920, 1080)
+    assert sized.at_input_size(1920, 1080) is sized
+    with pytest.raises(MfssdError, match="already sized for 1920x1080: make the 300x300 config from the square"):
+        sized.at_input_size(300, 300)
+    assert make_config("mfssd_bn").at_input_size(300, 300).priors == make_config("mfssd_bn").priors
+
+
 @pytest.mark.parametrize(
     ("text", "want"), [("1920x1080", (1920, 1080)), ("640X360", (640, 360)), ("512", (512, 512)), (300, (300, 300))]
 )

@@ -188,6 +188,10 @@ def test_buffer_choice(artifacts, tmp_path, monkeypatch) -> None:  # type: ignor
     with pytest.raises(MissingExtraError, match=r"raw engine, whose decode \+ NMS run with torch on the GPU: build an "
                        r"end2end engine .* pip install \"mfssd-deploy\[torch\]\""):  # fmt: skip
         Detector(raw, device="cuda")
+    monkeypatch.setattr(tensorrt_backend, "_torch_has_cuda", lambda: False)  # torch without CUDA (aarch64 PyPI)
+    with pytest.raises(MfssdError, match=r"raw engine, .* and this torch has no CUDA: build an end2end engine"):
+        Detector(raw, device="cuda")
+    monkeypatch.setattr(tensorrt_backend, "_torch_has_cuda", lambda: None)
     install(monkeypatch, artifacts["e2e"])
     e2e = make_engine(tmp_path / "..", artifacts["e2e"])
     assert Detector(e2e, device="cuda").backend.buffers == "cuda"  # auto, torch missing

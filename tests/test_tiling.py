@@ -80,8 +80,11 @@ def test_grid_of_a_1080p_frame_and_of_small_images() -> None:
 
 def _boxes(draw: Any, n: int, grid: bool) -> np.ndarray:
     """Boxes on a coarse grid (ties, touching and identical boxes, exact thresholds) or anywhere."""
-    coord = st.integers(0, 12).map(lambda v: v * 10.0) if grid else st.floats(0, 200, width=32)
-    side = st.integers(0, 6).map(lambda v: v * 10.0) if grid else st.floats(0, 80, width=32)
+    # No subnormal floats: a box 1e-44 px wide (found by hypothesis) has an area that torch (SAHI) and numpy
+    # round differently below float32's normal range; pixel boxes never get there (their ulp is >= 1e-4 px at
+    # real coordinates, and clipping gives exact zeros).
+    coord = st.integers(0, 12).map(lambda v: v * 10.0) if grid else st.floats(0, 200, width=32, allow_subnormal=False)
+    side = st.integers(0, 6).map(lambda v: v * 10.0) if grid else st.floats(0, 80, width=32, allow_subnormal=False)
     rows = [draw(st.tuples(coord, coord, side, side)) for _ in range(n)]
     b = np.array([[x, y, x + w, y + h] for x, y, w, h in rows], np.float32).reshape(-1, 4)
     return b

@@ -147,6 +147,8 @@ def test_what_the_onnx_route_refuses(artifacts, tmp_path, monkeypatch, capsys) -
         (["--model", str(artifacts["int8"]), "--trt", "--int8", "--calib", "x"],
          r"--int8, --calib: m\.int8\.end2end\.onnx is already exported, and these options shape an export"),
         (["--model", str(artifacts["e2e"])], r"already exported: add --trt to build its TensorRT engine here"),
+        (["--model", str(artifacts["e2e"]), "--trt", "--out-dir", "x"],
+         r"--out-dir: m\.end2end\.onnx is already exported, .* engines go to --engines-dir"),
         (["--model", str(u8), "--trt", "--precision", "int8"], r"CPU-only INT8 model .* TensorRT cannot load"),
         (["--model", str(bare), "--trt"], r"foreign\.onnx has no 'mfssd' metadata \(not exported by mfssd-export\)"),
         (["--model", str(junk), "--trt"], r"junk\.onnx is not a readable ONNX file"),

@@ -129,8 +129,8 @@ def sahi_predictor(detector: Detector, s: SahiSettings) -> Callable[[list[np.nda
 def detectors(conf: float | None = None) -> dict[str, Detector]:
     out = {
         "torch .pt": Detector(DEMO_MODEL, conf=conf),
-        "ORT FP32 end2end": Detector(DEMO_ONNX, conf=conf),
-        "ORT INT8 end2end": Detector(DEMO_ONNX_INT8, conf=conf),
+        "ORT FP32 end2end": Detector(DEMO_ONNX, backend="onnxruntime", conf=conf),
+        "OpenVINO INT8 end2end": Detector(DEMO_ONNX_INT8, backend="openvino", conf=conf),
     }
     openvino = openvino_detector(conf)
     if openvino is not None:
@@ -194,7 +194,7 @@ def native_detectors(work: Path) -> dict[str, Native]:
     return {
         "torch .pt": {size: Detector(DEMO_MODEL, input_size=size) for size in NATIVE_SIZES},
         "ORT FP32 end2end": {size: Detector(exports[size]["fp32"]) for size in NATIVE_SIZES},
-        "ORT INT8 end2end": {size: Detector(exports[size]["int8"]) for size in NATIVE_SIZES},
+        "OpenVINO INT8 end2end": {size: Detector(exports[size]["int8"], backend="openvino") for size in NATIVE_SIZES},
     }
 
 
@@ -240,11 +240,11 @@ def accuracy_rows(source: Any, dets: dict[str, Detector], dets03: dict[str, Dete
                   nat: dict[str, Native]) -> list[dict[str, Any]]:  # fmt: skip
     from dataclasses import replace
 
-    fp32, int8, fp32_03 = dets["ORT FP32 end2end"], dets["ORT INT8 end2end"], dets03["ORT FP32 end2end"]
+    fp32, int8, fp32_03 = dets["ORT FP32 end2end"], dets["OpenVINO INT8 end2end"], dets03["ORT FP32 end2end"]
     ort = "ORT FP32 end2end"
     plan: Plan = [
         ("whole frame resized to 300x300", ort, "untiled", ours(fp32, None)),
-        ("whole frame resized to 300x300", "ORT INT8 end2end", "untiled", ours(int8, None)),
+        ("whole frame resized to 300x300", "OpenVINO INT8 end2end", "untiled", ours(int8, None)),
         *native_plan(nat),
     ]
     plan += [("ours: tiled, defaults", name, "default", ours(det, DEFAULT)) for name, det in dets.items()]
@@ -301,28 +301,29 @@ def wait_for_quiet(max_load: float, budget: list[float]) -> float:
 
 def speed(frames: list[np.ndarray], dets: dict[str, Detector], dets03: dict[str, Detector], nat: dict[str, Native],
           rounds: int, max_load: float, wait_s: float) -> dict[str, Any]:  # fmt: skip
-    fp32, int8 = "ORT FP32 end2end", "ORT INT8 end2end"
+    fp32, int8 = "ORT FP32 end2end", "OpenVINO INT8 end2end"
     cfgs: dict[str, tuple[str, Callable[[list[np.ndarray]], list[tuple]]]] = {
         "untiled ORT FP32": (fp32, ours(dets[fp32], None)),
-        "untiled ORT INT8": (int8, ours(dets[int8], None)),
+        "untiled OpenVINO INT8": (int8, ours(dets[int8], None)),
     }
     for name, det in dets.items():
         cfgs[f"ours {name}"] = (name, ours(det, DEFAULT))
         cfgs[f"SAHI {name}"] = (name, sahi_predictor(det, SahiSettings("NMS")))
     for name, path in (("torch .pt", DEMO_MODEL), (int8, DEMO_ONNX_INT8)):  # what batching itself buys
-        cfgs[f"ours {name}, batch 1"] = (name, ours(Detector(path, batch_size=1), DEFAULT))
-    cfgs["SAHI ORT INT8 end2end, batch 8"] = (int8, sahi_predictor(dets[int8], SahiSettings("NMS", batch_size=8)))
-    cfgs["ours ORT INT8 end2end @conf0.3"] = (int8, ours(dets03[int8], DEFAULT))
+        backend = "openvino" if path == DEMO_ONNX_INT8 else None
+        cfgs[f"ours {name}, batch 1"] = (name, ours(Detector(path, batch_size=1, backend=backend), DEFAULT))
+    cfgs["SAHI OpenVINO INT8 end2end, batch 8"] = (int8, sahi_predictor(dets[int8], SahiSettings("NMS", batch_size=8)))
+    cfgs["ours OpenVINO INT8 end2end @conf0.3"] = (int8, ours(dets03[int8], DEFAULT))
     sahi_03 = SahiSettings("GREEDYNMM", force=False)
-    cfgs["SAHI ORT INT8 end2end @conf0.3"] = (int8, sahi_predictor(dets03[int8], sahi_03))
+    cfgs["SAHI OpenVINO INT8 end2end @conf0.3"] = (int8, sahi_predictor(dets03[int8], sahi_03))
     cfgs.update(native_cfgs(nat))
     times, loads = time_rounds(frames, cfgs, rounds, max_load, wait_s)
     pairs = [(f"ours {name}", f"SAHI {name}") for name in dets]
     pairs += [("ours torch .pt, batch 1", "SAHI torch .pt"),
-              ("ours ORT INT8 end2end", "SAHI ORT INT8 end2end, batch 8"),
-              ("ours ORT INT8 end2end @conf0.3", "SAHI ORT INT8 end2end @conf0.3"),
+              ("ours OpenVINO INT8 end2end", "SAHI OpenVINO INT8 end2end, batch 8"),
+              ("ours OpenVINO INT8 end2end @conf0.3", "SAHI OpenVINO INT8 end2end @conf0.3"),
               ("ours torch .pt", "ours torch .pt, batch 1"),
-              ("ours ORT INT8 end2end", "ours ORT INT8 end2end, batch 1"),
+              ("ours OpenVINO INT8 end2end", "ours OpenVINO INT8 end2end, batch 1"),
               ("ours ORT FP32 end2end", "untiled ORT FP32"),
               *native_pairs(nat),
               *[(f"native {name}", f"SAHI {name}") for name in nat if f"SAHI {name}" in cfgs]]  # fmt: skip
@@ -591,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         at = max((i + 1 for i, r in enumerate(rows) if r["key"] == "untiled"), default=0)  # after the resized rows
         res["accuracy"] = rows[:at] + new + rows[at:]
         if not args.no_speed:
-            ort = {"ORT FP32 end2end": Detector(DEMO_ONNX), "ORT INT8 end2end": Detector(DEMO_ONNX_INT8)}
+            ort = {"ORT FP32 end2end": Detector(DEMO_ONNX),
+                   "OpenVINO INT8 end2end": Detector(DEMO_ONNX_INT8, backend="openvino")}  # fmt: skip
             res["native_speed"] = native_speed(frames, ort, nat, args.rounds, args.max_load, args.wait)
         write_results(out, res)
         return 0

@@ -18,6 +18,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,14 @@ class OpenVinoPeer:
         x = preprocess_batch(images, c.input_size, c.mean, c.std, c.color)
         out = self.request.infer({0: x})
         return [np.asarray(v) for v in out.values()]
+
+
+def file_meta(path: Path) -> dict[str, Any]:
+    """An ONNX file's `mfssd` metadata through OpenVINO's reader: no ONNX Runtime session (its memory would
+    count in the peer's), no graph compiled."""
+    from mfssd_deploy.runtime.backends.openvino_backend import read_onnx, read_openvino_meta
+
+    return read_openvino_meta(read_onnx(path), path)
 
 
 def nncf_quantized(fp32_onnx: Path, calib_dir: Path, cache: Path, cfg: ModelConfig) -> Path:

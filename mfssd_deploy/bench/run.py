@@ -172,7 +172,7 @@ def _load_configurations(req: BenchRequest) -> _Loaded:
     elif req.fps and req.peers and full is not None:
         specs += suite.peer_specs(full.files["eager"], devices)
     if req.fps and req.peers and req.tile is None and "cpu" in devices and "openvino" in runtimes:
-        specs += suite.openvino_peer_specs(models, data / "train" if data else None, cache)
+        specs += suite.openvino_peer_specs(models, data / "train" if data else None, cache, req.threads)
     if not specs:
         raise MfssdError("nothing to benchmark: check --models and --formats")
     memory: list[dict[str, Any] | None] = [None] * len(specs)

@@ -179,9 +179,13 @@ def default_cpu_runtimes() -> tuple[str, ...]:
     from mfssd_deploy.runtime.backends import ONNX_CPU_ENV
 
     have, pinned = installed_cpu_runtimes(), os.environ.get(ONNX_CPU_ENV)
-    return (
-        tuple(r for r in have if r.removesuffix("-bf16") == pinned) if pinned in ("onnxruntime", "openvino") else have
-    )
+    if not pinned:
+        return have
+    if pinned not in ("onnxruntime", "openvino"):
+        raise MfssdError(f"{ONNX_CPU_ENV}={pinned!r}: set it to onnxruntime or openvino (or unset it)")
+    if pinned == "openvino" and "openvino" not in have:
+        raise MfssdError(f'{ONNX_CPU_ENV}=openvino but OpenVINO is not installed: pip install "mfssd-deploy[openvino]"')
+    return tuple(r for r in have if r.removesuffix("-bf16") == pinned)
 
 
 def detector_spec(path: Path, group: str, fmt: str, weights: str, device: str, batch: int, threads: int = 0,
@@ -192,7 +196,7 @@ def detector_spec(path: Path, group: str, fmt: str, weights: str, device: str, b
             "runtime": runtime}  # fmt: skip
 
 
-def openvino_peer_specs(models: Sequence[Model], calib_dir: Path | None, cache: Path) -> list[Spec]:
+def openvino_peer_specs(models: Sequence[Model], calib_dir: Path | None, cache: Path, threads: int = 0) -> list[Spec]:
     """The OpenVINO peers (bench.openvino_peers) on the CPU: OpenVINO's defaults on each full-size pruned INT8
     file (the candidates for our best row), and OpenVINO + NNCF on the unpruned full-size FP32 model."""
     specs: list[Spec] = []
@@ -201,19 +205,20 @@ def openvino_peer_specs(models: Sequence[Model], calib_dir: Path | None, cache: 
     for fmt in ("int8-e2e", "int8u8-e2e"):
         if pruned is not None and fmt in pruned.files:
             specs.append({"kind": "peer", "peer": "openvino", "path": str(pruned.files[fmt]),
-                          "of": f"full-pruned {fmt}", "device": "cpu"})  # fmt: skip
+                          "of": f"full-pruned {fmt}", "device": "cpu", "threads": threads})  # fmt: skip
     full = by_group.get("full")
     if full is not None and "fp32-e2e" in full.files and calib_dir is not None:
         if not _installed("nncf"):
             log.info('no OpenVINO + NNCF peer: nncf is not installed (pip install "mfssd-deploy[bench]")')
             return specs
-        from mfssd_deploy.bench.openvino_peers import nncf_quantized
-        from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+        from mfssd_deploy.bench.openvino_peers import file_meta, nncf_quantized
+        from mfssd_deploy.config import ModelConfig
 
         source = full.files["fp32-e2e"]
-        ir = nncf_quantized(source, calib_dir, cache, OnnxRuntimeBackend(source).config)  # once, before any timing
+        cfg = ModelConfig.from_dict(file_meta(source)["config"])
+        ir = nncf_quantized(source, calib_dir, cache, cfg)  # once, before any timing
         specs.append({"kind": "peer", "peer": "nncf", "path": str(ir), "source": str(source), "of": "full fp32-e2e",
-                      "device": "cpu"})  # fmt: skip
+                      "device": "cpu", "threads": threads})  # fmt: skip
     return specs
 
 
@@ -274,6 +279,8 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
         facts["infer_includes"] = "H2D copy + compute + D2H copy (pinned host memory)"
     if with_facts:
         facts["params"], facts["gflops"] = _facts_or_none(det.config)
+        if det.tiling is not None:  # a tiled call runs a varying number of crops per frame: no per-image figure
+            facts["gflops"] = None
 
     def run(images: list[Any]) -> dict[str, float]:
         det.detect_arrays(images)
@@ -293,17 +300,17 @@ def _facts_or_none(cfg: Any) -> tuple[int | None, float | None]:
 
 
 def _openvino_peer(spec: Spec, with_facts: bool) -> Runner:
-    from mfssd_deploy.bench.openvino_peers import OpenVinoPeer
-    from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mfssd_deploy.bench.openvino_peers import OpenVinoPeer, file_meta
+    from mfssd_deploy.config import ModelConfig
 
     path = Path(spec["path"])
-    source = OnnxRuntimeBackend(Path(spec.get("source", path)))  # the ONNX file's metadata: pre-processing, size
-    cfg = source.config
+    meta = file_meta(Path(spec.get("source", path)))  # the ONNX file's metadata: pre-processing, size
+    cfg = ModelConfig.from_dict(meta["config"])
     peer = OpenVinoPeer(path, cfg, spec.get("threads", 0))
     if spec["peer"] == "nncf":
         name, precision = f"OpenVINO + NNCF INT8 ({spec['of']})", "int8-nncf"
     else:
-        name, precision = f"OpenVINO defaults ({spec['of']})", str(source.meta.get("precision", "fp32"))
+        name, precision = f"OpenVINO defaults ({spec['of']})", str(meta.get("precision", "fp32"))
     facts: dict[str, Any] = {"model": name, "group": "peer", "peer": spec["peer"], "format": "openvino",
                              "weights": RANDOM, "device": "cpu", "backend": "openvino",
                              "precision": precision, "layout": "end2end",

@@ -154,9 +154,9 @@ def _deploy(args: argparse.Namespace, report: dict[str, Any], engines: EngineOpt
 
 # Options that shape an export from the checkpoint: with an .onnx --model (already exported) they would be
 # silently ignored, so they are refused instead.
-EXPORT_ONLY = ("end2end", "raw", "input_size", "opset", "conf", "iou", "max_det", "pre_nms_topk", "int8", "int8_cpu",
-               "calib", "calib_num", "calib_method", "recalibrate", "min_agreement", "keep_fp32", "val", "val_split",
-               "val_images", "fp16", "no_fp32", "parity_images")  # fmt: skip
+EXPORT_ONLY = ("onnx", "out_dir", "end2end", "raw", "input_size", "opset", "conf", "iou", "max_det", "pre_nms_topk",
+               "int8", "int8_cpu", "calib", "calib_num", "calib_method", "recalibrate", "min_agreement", "keep_fp32",
+               "val", "val_split", "val_images", "fp16", "no_fp32", "parity_images")  # fmt: skip
 
 
 def engines_from_onnx(args: argparse.Namespace, model: Path) -> int:
@@ -170,7 +170,7 @@ def engines_from_onnx(args: argparse.Namespace, model: Path) -> int:
     if given:
         raise MfssdError(
             f"{', '.join(given)}: {model.name} is already exported, and these options shape an export from the .pt "
-            "checkpoint: drop them to build its engine (--trt), or pass the checkpoint"
+            "checkpoint: drop them to build its engine (--trt; engines go to --engines-dir), or pass the checkpoint"
         )
     if not (args.trt or args.check_trt or args.triton):
         raise MfssdError(f"{model.name} is already exported: add --trt to build its TensorRT engine here (or "

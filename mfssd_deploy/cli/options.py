@@ -23,7 +23,7 @@ Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 ENGINE_OPTIONS = ("precision", "batch_profile", "workspace", "timing_cache", "dla_core", "engines_dir")
 # Which runtime runs a model file, for every command's --model help (the rule is runtime.backends.default_backend).
 RUNTIME_RULE = ("runs in PyTorch (.pt), ONNX Runtime (.onnx) or TensorRT (.engine); on a CPU an INT8 .onnx runs in "
-                "OpenVINO where it is installed (measured 2.7-14x ONNX Runtime there); "
+                "OpenVINO where it is installed (measured here: 1.8-14x ONNX Runtime's speed on those files); "
                 "MFSSD_ONNX_CPU_BACKEND=onnxruntime|openvino overrides")  # fmt: skip
 
 

@@ -198,7 +198,9 @@ class Detector:
 
         tiling = self.tiling_for(tile, overlap)
         src = open_frames(source)
-        size = batch or self.batch_size
+        # frames per step: at most 8 by default, so a camera's first result does not wait for an engine's
+        # whole profile (its tiles still fill it: they go through in batches of batch_size)
+        size = batch or min(self.batch_size, DEFAULT_BATCH)
         prepare = self.preprocess if tiling is None else _decode_only
         for frames, x in prefetch(src.frames(), size, prepare, queue_size):
             if x is None:

@@ -77,7 +77,12 @@ def choose_buffers(choice: str, layout: str, name: str) -> str:
                 f"{name} is a raw engine, whose decode + NMS run with torch on the GPU: build an end2end engine "
                 '(mfssd-export --trt --model NAME.end2end.onnx) or pip install "mfssd-deploy[torch]"'
             )
-        return "torch"  # torch without CUDA says so itself
+        if not torch_cuda:  # e.g. PyPI's aarch64 wheel on a Jetson: the GPU is there, torch cannot use it
+            raise MfssdError(
+                f"{name} is a raw engine, whose decode + NMS run with torch on the GPU, and this torch has no CUDA: "
+                "build an end2end engine (mfssd-export --trt --model NAME.end2end.onnx) or install a CUDA torch"
+            )
+        return "torch"
     return "cuda"
 
 
