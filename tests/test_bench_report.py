@@ -291,3 +291,20 @@ def test_a_bad_cpu_backend_variable_is_one_line_for_the_bench(monkeypatch: pytes
         suite.default_cpu_runtimes()
     monkeypatch.setenv("MFSSD_ONNX_CPU_BACKEND", "onnxruntime")
     assert suite.default_cpu_runtimes() == ("onnxruntime",)
+
+
+def test_given_files_pair_with_fp32_in_the_same_runtime() -> None:
+    """NAME.int8.end2end.onnx in ONNX Runtime against NAME.end2end.onnx in ONNX Runtime, never in OpenVINO."""
+
+    def given(model: str, precision: str, runtime: str, ips: float) -> dict[str, Any]:
+        r = row("x", "fp32-e2e", 1, ips, model=model)
+        return {**r, "precision": precision, "layout": "end2end", "weights": "as given", "runtime": runtime}
+
+    rows = [given("m.end2end.onnx", "fp32", "onnxruntime", 10.0), given("m.end2end.onnx", "fp32", "openvino", 20.0),
+            given("m.end2end.onnx", "bf16", "openvino-bf16", 60.0),
+            given("m.int8.end2end.onnx", "int8-qdq", "onnxruntime", 5.0),
+            given("m.int8.end2end.onnx", "int8-qdq", "openvino", 80.0)]  # fmt: skip
+    got = {(r["of"], r["vs"]): r["ratio"] for r in report.speed_ratios(rows) if r["kind"] == "precision"}
+    assert got[("m.int8.end2end.onnx onnxruntime", "m.end2end.onnx onnxruntime")] == pytest.approx(0.5)
+    assert got[("m.int8.end2end.onnx openvino", "m.end2end.onnx openvino")] == pytest.approx(4.0)
+    assert got[("m.end2end.onnx openvino-bf16", "m.end2end.onnx openvino")] == pytest.approx(3.0)

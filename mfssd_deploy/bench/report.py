@@ -347,11 +347,13 @@ def speed_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"kind": kind, "batch": b, "device": dev, "of": label(r), "vs": label(base),
                         "ratio": r["images_per_s"] / base["images_per_s"]})  # fmt: skip
     # files named on the command line: NAME.int8.end2end.onnx pairs with NAME.end2end.onnx (same layout)
+    # (in the same runtime: bf16 against the FP32 file in OpenVINO f32, INT8 in ONNX Runtime against FP32 there)
     given = [r for r in rows if r.get("weights") == "as given"]
-    fp32 = {(_stem(r["model"]), r.get("layout"), r.get("device", "cpu"), r["batch"]): r
+    fp32 = {(_stem(r["model"]), r.get("layout"), r.get("device", "cpu"), r["batch"], r.get("runtime") or ""): r
             for r in given if r.get("precision") == "fp32" and not str(r["model"]).endswith(".pt")}  # fmt: skip
     for r in given:
-        base = fp32.get((_stem(r["model"]), r.get("layout"), r.get("device", "cpu"), r["batch"]))
+        runtime = (r.get("runtime") or "").removesuffix("-bf16")
+        base = fp32.get((_stem(r["model"]), r.get("layout"), r.get("device", "cpu"), r["batch"], runtime))
         if _reduced(r.get("precision")) and base is not None:
             out.append({"kind": "precision", "batch": r["batch"], "device": r.get("device", "cpu"), "of": label(r),
                         "vs": label(base), "ratio": r["images_per_s"] / base["images_per_s"]})  # fmt: skip
