@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 
@@ -12,6 +13,15 @@ class MfssdError(Exception):
 
 class MissingExtraError(MfssdError, ImportError):
     """An optional dependency is missing; the message names the extra that provides it."""
+
+
+def installed(module: str) -> bool:
+    """Whether an optional dependency can be imported, without importing it (an import hook that refuses
+    it, as the lean-install tests use, counts as not installed)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:

@@ -83,7 +83,7 @@ def test_run_cli_keeps_the_traceback_of_other_import_errors(monkeypatch: pytest.
         run_cli("mfssd-x", missing("torch.nonexistent"))
     import mfssd_deploy.cli
 
-    monkeypatch.setattr(mfssd_deploy.cli, "_installed", lambda module: module != "torch")  # as if torch were absent
+    monkeypatch.setattr(mfssd_deploy.cli, "installed", lambda module: module != "torch")  # as if torch were absent
     assert run_cli("mfssd-x", missing("torch.nn")) == 2
 
 

@@ -396,6 +396,25 @@ def picture(path: Path, frame: np.ndarray, det: Detector) -> None:
     cv2.imwrite(str(path), small, [cv2.IMWRITE_JPEG_QUALITY, 82])
 
 
+def speed_lines(sp: dict[str, Any], intro: str, how: str) -> list[str]:
+    """A speed result (speed_result) as its sentence, its images/s table and its ratio table."""
+    loads = ", ".join(f"{v:.2f}" for v in sp["load_1min_per_round"])
+    quiet = "" if sp["quiet"] else f" -- NOT QUIET (above {sp['max_load']}): trust the ratios over the rates"
+    return [
+        "",
+        f"{intro}{sp['frames']} frames of {sp['frame_size'][0]}x{sp['frame_size'][1]}, {how}{sp['rounds']} "
+        f"interleaved rounds (median); 1-minute load per round: {loads}{quiet}.",
+        "",
+        "| configuration | backend | img/s |",
+        "|---|---|---:|",
+        *(f"| {k} | {sp['backend_of'][k]} | {v:.2f} |" for k, v in sp["images_per_s"].items()),
+        "",
+        "| speed ratio: A vs B (> 1: A is faster; median of per-round ratios) | x |",
+        "|---|---:|",
+        *(f"| {k} | {v:.2f} |" for k, v in sp["ratios"].items()),
+    ]
+
+
 def markdown(res: dict[str, Any]) -> str:
     sp = res.get("speed")
     fps = sp["images_per_s"] if sp else {}
@@ -427,37 +446,11 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {row['row']} | {row['backend']} | {row['AP']:.3f} | {row['AP50']:.3f} | {row['APs']:.3f} | "
                      f"{row['APm']:.3f} | {row['APl']:.3f} | {speed_of(row)} |")  # fmt: skip
     if sp:
-        lines += [
-            "",
-            f"Speed: {sp['frames']} frames of {sp['frame_size'][0]}x{sp['frame_size'][1]}, decoded beforehand, one "
-            f"frame per call, {sp['rounds']} interleaved rounds (median); 1-minute load per round: "
-            f"{', '.join(f'{v:.2f}' for v in sp['load_1min_per_round'])}"
-            + ("" if sp["quiet"] else f" -- NOT QUIET (above {sp['max_load']}): trust the ratios over the rates")
-            + ".",
-            "",
-            "| configuration | backend | img/s |",
-            "|---|---|---:|",
-        ]
-        lines += [f"| {k} | {sp['backend_of'][k]} | {v:.2f} |" for k, v in sp["images_per_s"].items()]
-        lines += ["", "| speed ratio: A vs B (> 1: A is faster; median of per-round ratios) | x |", "|---|---:|"]
-        lines += [f"| {k} | {v:.2f} |" for k, v in sp["ratios"].items()]
+        lines += speed_lines(sp, "Speed: ", "decoded beforehand, one frame per call, ")
     ns = res.get("native_speed")
     if ns:
-        lines += [
-            "",
-            f"Native-resolution speed, measured on its own (`run.py --native-only`) with the tiled rows it replaces "
-            f"timed in the same rounds: {ns['frames']} frames of {ns['frame_size'][0]}x{ns['frame_size'][1]}, "
-            f"{ns['rounds']} interleaved rounds (median); 1-minute load per round: "
-            f"{', '.join(f'{v:.2f}' for v in ns['load_1min_per_round'])}"
-            + ("" if ns["quiet"] else f" -- NOT QUIET (above {ns['max_load']}): trust the ratios over the rates")
-            + ".",
-            "",
-            "| configuration | backend | img/s |",
-            "|---|---|---:|",
-        ]
-        lines += [f"| {k} | {ns['backend_of'][k]} | {v:.2f} |" for k, v in ns["images_per_s"].items()]
-        lines += ["", "| speed ratio: A vs B (> 1: A is faster; median of per-round ratios) | x |", "|---|---:|"]
-        lines += [f"| {k} | {v:.2f} |" for k, v in ns["ratios"].items()]
+        lines += speed_lines(ns, "Native-resolution speed, measured on its own (`run.py --native-only`) with the "
+                             "tiled rows it replaces timed in the same rounds: ", "")  # fmt: skip
     lines += ["", *decisions(res["accuracy"]), *native_decision(res)]
     env = res["environment"]
     versions = ", ".join(f"{k} {env[k]}" for k in ("sahi", "onnxruntime", "torch", "openvino"))

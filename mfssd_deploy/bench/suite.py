@@ -18,7 +18,7 @@ from mfssd_deploy.artifacts import KINDS, onnx_kind
 from mfssd_deploy.bench import report
 from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget, build_group_engines
 from mfssd_deploy.bench.harness import Runner
-from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.errors import MfssdError, installed
 
 log = logging.getLogger(__name__)
 
@@ -159,18 +159,8 @@ CPU_RUNTIMES = ("onnxruntime", "openvino", "openvino-bf16")
 
 
 def installed_cpu_runtimes() -> tuple[str, ...]:
-    ov = _installed("openvino")
+    ov = installed("openvino")
     return tuple(r for r in CPU_RUNTIMES if ov or not r.startswith("openvino"))
-
-
-def _installed(module: str) -> bool:
-    """Whether `module` can be imported, without importing it (an import hook that refuses it: not installed)."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def default_cpu_runtimes() -> tuple[str, ...]:
@@ -208,7 +198,7 @@ def openvino_peer_specs(models: Sequence[Model], calib_dir: Path | None, cache: 
                           "of": f"full-pruned {fmt}", "device": "cpu", "threads": threads})  # fmt: skip
     full = by_group.get("full")
     if full is not None and "fp32-e2e" in full.files and calib_dir is not None:
-        if not _installed("nncf"):
+        if not installed("nncf"):
             log.info('no OpenVINO + NNCF peer: nncf is not installed (pip install "mfssd-deploy[bench]")')
             return specs
         from mfssd_deploy.bench.openvino_peers import file_meta, nncf_quantized

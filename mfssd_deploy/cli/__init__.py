@@ -7,11 +7,10 @@ a command that needs torch or onnx names the extra to install instead of ending 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from collections.abc import Callable
 
-from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.errors import MfssdError, installed
 
 # What each extra of pyproject.toml's [project.optional-dependencies] installs, as top-level modules
 # (with the extras it includes; tests/test_lean_cli.py checks this table against pyproject.toml).
@@ -55,19 +54,12 @@ def pip_extra(extras: tuple[str, ...]) -> str:
     return f'pip install "mfssd-deploy[{",".join(extras)}]"'
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def missing_extra_message(prog: str, exc: ModuleNotFoundError) -> str | None:
     """One line for a missing optional module, or None: another module, or a submodule of an installed
     one (torch.foo while torch imports), is a bug whose traceback must be seen."""
     top = (exc.name or "").split(".")[0]
     extra = MODULE_EXTRAS.get(top)
-    if extra is None or _installed(top):
+    if extra is None or installed(top):
         return None
     wanted = COMMAND_EXTRAS.get(prog, ())
     extras = wanted if any(top in EXTRA_MODULES[e] for e in wanted) else (extra,)

@@ -9,14 +9,13 @@ det_scores, det_classes). Raw outputs may stay on the backend's device (torch te
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from mfssd_deploy.config import ModelConfig
-from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.errors import MfssdError, installed
 
 
 @runtime_checkable
@@ -80,7 +79,7 @@ def default_backend(path: Path, device: str, options: dict[str, Any] | None = No
         if forced not in ("onnxruntime", "openvino"):
             raise MfssdError(f"{ONNX_CPU_ENV}={forced!r}: set it to onnxruntime or openvino (or unset it)")
         return forced
-    if importlib.util.find_spec("openvino") is None:
+    if not installed("openvino"):
         return default
     from mfssd_deploy.runtime.backends.openvino_backend import read_onnx, read_openvino_meta
 
