@@ -48,6 +48,7 @@ class TrainOptions:
     warmup: float = PAPER_WARMUP
     milestones: tuple[float, ...] = PAPER_MILESTONES
     sparsity: float = 0.0
+    clip_grad_norm: float | None = None  # max L2 norm of all gradients together (None: no clipping)
     zoom_out: float = 4.0
     workers: int = 2
     amp: str = "auto"  # auto | off | bf16 | fp16
@@ -342,9 +343,12 @@ def _train_step(run: _Run, images: torch.Tensor, targets: list[dict[str, torch.T
         raise MfssdError(f"loss became {loss.item()} at step {run.step}: lower --lr (now {run.base_lr:g})")
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
-    if opt.sparsity > 0:
+    if opt.sparsity > 0 or opt.clip_grad_norm is not None:
         run.scaler.unscale_(run.optimizer)
+    if opt.sparsity > 0:
         add_l1_subgradient(run.model, opt.sparsity)
+    if opt.clip_grad_norm is not None:
+        nn.utils.clip_grad_norm_(run.model.parameters(), opt.clip_grad_norm)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.step += 1
