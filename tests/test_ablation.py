@@ -18,13 +18,15 @@ def test_protocol_trains_evaluates_and_reports(tmp_path: Path) -> None:
     out.mkdir()
     cmd = [sys.executable, str(ROOT / "benchmarks/ablation/run.py"), "--variants", "ssd300_11620,mfssd_bn_111",
            "--seeds", "0", "--width", "0.125", "--epochs", "1", "--batch", "4", "--train-images", "8",
-           "--val-images", "4", "--max-steps", "2", "--runs", str(runs), "--out", str(out)]  # fmt: skip
+           "--val-images", "4", "--max-steps", "2", "--runs", str(runs), "--out", str(out), "--lr", "0.01",
+           "--large-frames", "1"]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     res = json.loads((out / "results.json").read_text())
     assert [(r["variant"], r["seed"]) for r in res["runs"]] == [("ssd300_11620", 0), ("mfssd_bn_111", 0)]
     for r in res["runs"]:
         assert 0 <= r["map50"] <= 1 and r["APs"] is not None and r["params"] < r["params_full_width"]
         assert set(r["per_class"]) == {"circle", "ring", "triangle", "square", "star", "cross"}
+        assert r["lr"] == 0.01 and r["clip_grad_norm"] == 35.0 and 0 <= r["large"]["map50"] <= 1
     from mfssd_deploy.models import build_model
 
     # the same architecture at width 1 for the data's 6 classes (the paper's 21-class counts: tests/test_models.py)
@@ -39,3 +41,20 @@ def test_protocol_trains_evaluates_and_reports(tmp_path: Path) -> None:
     assert (runs / "mfssd_bn_111-s0" / "last.pt").stat().st_mtime_ns == stamp
     bad = subprocess.run([*cmd[:2], "--variants", "yolo"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown variants ['yolo']" in bad.stderr
+
+
+def test_probe_rule_takes_the_largest_finite_rung() -> None:
+    """The protocol's LR rule, as the runner reads it from probe.json."""
+    sys.path.insert(0, str(ROOT / "benchmarks/ablation"))
+    try:
+        from probe import LADDER, chosen_lr
+    finally:
+        sys.path.pop(0)
+    probes = [{"variant": "ssd300_11620", "clip": None, "lr": 0.025, "finite": False},
+              {"variant": "ssd300_11620", "clip": None, "lr": 0.0125, "finite": True},
+              {"variant": "ssd300_11620", "clip": 35.0, "lr": 0.025, "finite": True},
+              {"variant": "fssd", "clip": None, "lr": 0.025, "finite": False}]  # fmt: skip
+    assert LADDER[0] == 0.025 and list(LADDER) == sorted(LADDER, reverse=True)
+    assert chosen_lr(probes, "ssd300_11620", None) == 0.0125
+    assert chosen_lr(probes, "ssd300_11620", 35.0) == 0.025
+    assert chosen_lr(probes, "fssd", None) is None

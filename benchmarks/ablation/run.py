@@ -47,8 +47,19 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--train-images", type=int, default=1500, help="synthetic training images (default 1500)")
     ap.add_argument("--val-images", type=int, default=300, help="synthetic held-out images (default 300)")
     ap.add_argument("--lr", type=float,
-                    help="one base LR for every variant (default: mfssd-train's, the paper's 0.4 at batch 256 "
-                         "scaled; measured: at batch 16, 0.025, SSD300 (no BN) diverged in 10 steps)")  # fmt: skip
+                    help="one base LR for every variant instead of the protocol's rule (each variant at the "
+                         "largest ladder LR its probe in --probe kept finite)")  # fmt: skip
+    ap.add_argument(
+        "--probe",
+        default=str(HERE / "probe.json"),
+        help="probe.py's results, which fix each variant's LR (default benchmarks/ablation/probe.json)",
+    )
+    ap.add_argument("--clip-grad-norm", type=float, default=35.0,
+                    help="gradient-norm clipping for every variant (default 35, mmdetection's RetinaNet recipe; "
+                         "0 disables)")  # fmt: skip
+    ap.add_argument("--large-frames", type=int, default=24,
+                    help="second view: the large-frame set (generate_large seed 1), tiled at native resolution "
+                         "(default 24 frames; 0 skips)")  # fmt: skip
     ap.add_argument("--max-steps", type=int, help="stop each run after N steps (smoke runs)")
     ap.add_argument("--runs", default=str(HERE / "runs"), help="run folders (default benchmarks/ablation/runs)")
     ap.add_argument("--out", default=str(HERE), help="results.json, report.md, plot (default benchmarks/ablation)")
@@ -70,20 +81,48 @@ def tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def large_frames(root: Path, frames: int) -> Path:
+    """The tiling benchmark's large-frame set (1920x1080 / 1280x720, many small objects)."""
+    from mfssd_deploy.data.synth import generate_large
+
+    data = root / f"large-seed1-{frames}"
+    if not (data / "annotations" / "val.json").is_file():
+        generate_large(data, frames, seed=1, show_progress=False)
+    return data
+
+
+def variant_lr(variant: str, args: argparse.Namespace) -> float:
+    """The protocol's LR for a variant: --lr if given, else the largest ladder rung its probe kept finite."""
+    if args.lr is not None:
+        return float(args.lr)
+    from probe import chosen_lr
+
+    probe = Path(args.probe)
+    if not probe.is_file():
+        raise SystemExit(f"run.py: error: no {probe}; run benchmarks/ablation/probe.py first (or give --lr)")
+    clip = args.clip_grad_norm or None
+    lr = chosen_lr(json.loads(probe.read_text())["probes"], variant, clip)
+    if lr is None:
+        raise SystemExit(f"run.py: error: {probe} has no finite LR for {variant} with clip {clip}; probe it first")
+    return lr
+
+
 def run_one(variant: str, seed: int, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.runs) / f"{variant}-s{seed}"
     done = out / "metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
     out.mkdir(parents=True, exist_ok=True)
+    lr = variant_lr(variant, args)
     cmd = [tool("mfssd-train"), "--data", str(data), "--out", str(out), "--variant", variant, "--width",
            str(args.width), "--epochs", str(args.epochs), "--batch", str(args.batch), "--seed", str(seed),
            "--warmup-epochs", str(args.warmup_epochs),
            "--val-split", "", "--no-progress", "--json", str(out / "train.json")]  # fmt: skip
     if args.max_steps:
         cmd += ["--max-steps", str(args.max_steps)]
-    if args.lr is not None:
-        cmd += ["--lr", str(args.lr)]
+    cmd += ["--lr", str(lr)]
+    if args.clip_grad_norm:
+        cmd += ["--clip-grad-norm", str(args.clip_grad_norm)]
     if (out / "last.pt").is_file():
         cmd += ["--resume", str(out / "last.pt")]
     t0 = time.time()
@@ -95,6 +134,14 @@ def run_one(variant: str, seed: int, data: Path, args: argparse.Namespace) -> di
     subprocess.run([tool("mfssd-eval"), "--model", str(out / "last.pt"), "--data", str(data), "--json", str(ev),
                     "--no-progress"], check=True)  # fmt: skip
     metrics = _metrics(variant, seed, out, json.loads(ev.read_text()), seconds, args)
+    metrics.update(lr=lr, clip_grad_norm=args.clip_grad_norm or None)
+    if args.large_frames:
+        large = large_frames(Path(args.runs), args.large_frames)
+        ev_large = out / "eval_large.json"
+        subprocess.run([tool("mfssd-eval"), "--model", str(out / "last.pt"), "--data", str(large), "--tile", "model",
+                        "--json", str(ev_large), "--no-progress"], check=True)  # fmt: skip
+        lv = json.loads(ev_large.read_text())
+        metrics["large"] = {"map50": lv["voc07_map"], **{k: lv.get("coco", {}).get(k) for k in METRICS[1:]}}
     done.write_text(json.dumps(metrics, indent=1))
     return metrics
 
@@ -134,11 +181,17 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "seeds": len(rs),
             "params": rs[0]["params"],
             "params_full_width": rs[0]["params_full_width"],
+            "gmacs": rs[0]["gmacs"],
+            "lr": rs[0].get("lr"),
         }
         for m in METRICS:
             vals = [r[m] for r in rs if r.get(m) is not None]
             if vals:
                 row[m] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals)}
+        for m in ("map50", "APs"):
+            vals = [r["large"][m] for r in rs if r.get("large", {}).get(m) is not None]
+            if vals:
+                row[f"large_{m}"] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals)}
         out[v] = row
     return out
 
@@ -152,13 +205,14 @@ def report_md(summ: dict[str, dict[str, Any]], runs: list[dict[str, Any]], proto
              f"Protocol: {json.dumps(protocol)}", "",
              "Mean over seeds (min-max), percent. Paper columns: VOC07 test mAP (Table II) and COCO APs "
              "(Table III), full size on real data: a different experiment, shown for the ordering only.", "",
-             "| variant | params (full width) | seeds | mAP@0.5 | AP | AP50 | AP75 | APs | APm | APl "
-             "| paper VOC07 | paper APs |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| variant | params (full width) | LR | seeds | mAP@0.5 | AP | AP50 | AP75 | APs | APm | APl "
+             "| large frames mAP@0.5 | large frames APs | paper VOC07 | paper APs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for v, row in summ.items():
         p = PAPER[v]
-        lines.append(f"| {LABELS[v]} | {row['params']:,} ({row['params_full_width']:,}) | {row['seeds']} | "
-                     + " | ".join(cell(row, m) for m in METRICS)
+        lines.append(f"| {LABELS[v]} | {row['params']:,} ({row['params_full_width']:,}) | {row.get('lr') or ''} "
+                     f"| {row['seeds']} | " + " | ".join(cell(row, m) for m in METRICS)
+                     + f" | {cell(row, 'large_map50')} | {cell(row, 'large_APs')}"
                      + f" | {p['voc07'] or ''} | {p['coco_aps'] or ''} |")  # fmt: skip
     total = sum(r["train_seconds"] for r in runs)
     lines += ["", f"{len(runs)} runs, {total / 3600:.2f} h of training in all."]
@@ -196,7 +250,9 @@ def main() -> int:
     data = Path(args.data) if args.data else synthetic(runs_dir, args.train_images, args.val_images)
     protocol = {"data": "synthetic seed 17 (40% small objects)" if not args.data else str(args.data),
                 "width": args.width, "epochs": args.epochs, "batch": args.batch, "seeds": seeds,
-                "warmup_epochs": args.warmup_epochs, "lr": args.lr,
+                "warmup_epochs": args.warmup_epochs,
+                "lr": args.lr if args.lr is not None else f"largest finite rung of {args.probe}",
+                "clip_grad_norm": args.clip_grad_norm or None, "large_frames": args.large_frames,
                 "train_images": None if args.data else args.train_images,
                 "val_images": None if args.data else args.val_images}  # fmt: skip
     runs = []
