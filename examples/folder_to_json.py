@@ -3,9 +3,10 @@
     python examples/folder_to_json.py FOLDER --out detections.json [--annotations ANN.json] [--model M]
     mfssd-eval --detections detections.json --data DATA        # scores it, when FOLDER is DATA's split
 
-With --annotations (the dataset's COCO JSON, e.g. DATA/annotations/val.json) the image and category
-ids are the dataset's, so mfssd-eval can score the file. Without it, images are numbered 1..N in file
-name order and categories 1..C in the model's class order.
+With --annotations (the dataset's COCO JSON, e.g. DATA/annotations/val.json) the image ids are the
+dataset's and each class is written under the dataset's category id of the same name (never by
+position), so mfssd-eval can score the file. Without it, images are numbered 1..N in file name order
+and categories 1..C in the model's class order.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mfssd_deploy import Detector
-from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.classes import label_map
 from mfssd_deploy.fileio import write_json
 
 
@@ -36,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.annotations:
         gt = json.loads(Path(args.annotations).read_text())
         ids = {im["file_name"]: im["id"] for im in gt["images"]}
-        cat_ids = sorted(c["id"] for c in gt["categories"])
-        if len(cat_ids) != len(det.class_names):
-            raise MfssdError(f"{args.annotations} has {len(cat_ids)} categories, the model {len(det.class_names)}")
+        by_name = {c["name"]: c["id"] for c in gt["categories"]}
+        label_map(det.class_names, list(by_name), "the model", str(args.annotations))  # same names, any order
+        cat_ids = [by_name[n] for n in det.class_names]
     results, skipped, n = [], 0, 0
     for frame in det.stream(args.folder, batch=args.batch):  # decoding overlaps inference
         if frame.result is None:

@@ -54,7 +54,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checkpoint dict, validated; a one-line MfssdError for anything that is not one."""
     p = Path(path)
     if not p.is_file():
-        raise MfssdError(f"checkpoint not found: {p} (check the path, or omit --model for the bundled demo model)")
+        from mfssd_deploy.demo_assets import ASSETS
+
+        bundled = ASSETS / "demo" / p.name
+        where = f"the bundled file of that name is {bundled}" if bundled.is_file() else "check the path"
+        raise MfssdError(f"checkpoint not found: {p} ({where}, or omit --model for the bundled demo model)")
     if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; anything else is damaged or foreign
         raise MfssdError(f"{p} is not a readable PyTorch checkpoint (corrupt or truncated); re-download or re-train it")
     try:

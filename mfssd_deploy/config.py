@@ -12,13 +12,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from mfssd_deploy.classes import VOC_CLASSES  # re-exported: the one list lives in classes.py
 from mfssd_deploy.errors import MfssdError
-
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
 
 VARIANTS: tuple[str, ...] = ("ssd300", "fssd", "mfssd", "mfssd_bn")
 

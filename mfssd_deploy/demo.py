@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from mfssd_deploy.demo_assets import sample_images
     from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
     from mfssd_deploy.exporters.pipeline import ExportRequest, format_report, run_export
+    from mfssd_deploy.models import config_of
 
     model_path = checkpoint_path(args)
     workdir = Path(args.workdir)
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     source = open_dataset(data, "val")
     model = load_model(model_path)
     print(f"\n== 2. Demo model {model_path.name} on {len(source.records)} fresh synthetic validation images")
-    res = evaluate(torch_predictor(model), source, progress=False)
+    res = evaluate(torch_predictor(model), source, class_names=config_of(model).class_names, progress=False)
     c = res["coco"]
     print(
         f"PyTorch: mAP@0.5 (VOC07 11-point) {res['voc07_map']:.4f}, all-point {res['voc_map_all_point']:.4f}; "

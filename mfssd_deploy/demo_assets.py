@@ -22,6 +22,14 @@ PRUNED_MODEL_CARD = ASSETS / "demo" / "MODEL_CARD_PRUNED.md"
 SAMPLES = ASSETS / "samples"
 
 
+def model_not_found(path: str | Path) -> MfssdError:
+    """'model not found', and where a bundled file of that name lives when the name is one of ours (a
+    first-time user types the name from the README, not the path inside the installed package)."""
+    bundled = ASSETS / "demo" / Path(path).name
+    hint = f"; the bundled file of that name is {bundled} (or leave the model out for the demo model)"
+    return MfssdError(f"model not found: {path}{hint if bundled.is_file() else ''}")
+
+
 def demo_model() -> Path:
     """The bundled demo checkpoint: the default model of mfssd-export, -prune, -bench and -demo (they need
     torch anyway); Detector(), mfssd-detect and mfssd-eval go through default_model()."""

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mfssd_deploy.errors import MfssdError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -60,3 +62,24 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_json_safe(obj), indent=1, allow_nan=False) + "\n")
     return Path(path)
+
+
+def fresh_run_dir(default: str | os.PathLike[str]) -> Path:
+    """The default output folder of a run, or the first free numbered sibling (runs/train, runs/train2,
+    runs/train3, ...), as other training tools do: a second run never writes into the first one's
+    folder. "Free" means absent or empty."""
+    base = Path(default)
+    for n in range(1, 10_000):
+        cand = base if n == 1 else base.with_name(f"{base.name}{n}")
+        if not cand.exists() or (cand.is_dir() and not any(cand.iterdir())):
+            return cand
+    raise RuntimeError(f"no free run folder beside {base}")  # pragma: no cover
+
+
+def refuse_nonempty(folder: str | os.PathLike[str], what: str, fix: str) -> None:
+    """An explicitly named output folder that already holds anything is refused, never mixed into."""
+    p = Path(folder)
+    if p.exists() and not p.is_dir():
+        raise MfssdError(f"{what} {p} is an existing file, not a folder; {fix}")
+    if p.is_dir() and any(p.iterdir()):
+        raise MfssdError(f"{what} {p} already holds files (nothing is written over); {fix}")

@@ -66,7 +66,7 @@ def test_soak_reports_memory(artifacts: dict, tmp_path: Path) -> None:  # type: 
         (["--soak", "0"], "--soak 0"),
         (["--fps", "--images", "/nonexistent-dir"], "--images"),
         (["--fps", "--models", "ARTIFACT", "--val", "/nonexistent-dir", "--no-memory"], "dataset not found"),
-        (["--fps", "--models", "ARTIFACT", "--val", "--val-images", "4", "--no-memory"], "but the validation set has"),
+        (["--fps", "--models", "ARTIFACT", "--val", "--val-images", "4", "--no-memory"], "class names differ"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, artifacts: dict, tmp_path: Path,

@@ -105,6 +105,7 @@ def test_pruned_accuracy_within_one_point(val_data: Path) -> None:
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
 
     source = open_dataset(val_data, "val")
-    maps = {k: evaluate(detector_predictor(Detector(m)), source, coco=False, progress=False)["voc07_map"]
-            for k, m in MODELS.items()}  # fmt: skip
+    dets = {k: Detector(m) for k, m in MODELS.items()}
+    maps = {k: evaluate(detector_predictor(d), source, class_names=d.class_names, coco=False,
+                        progress=False)["voc07_map"] for k, d in dets.items()}  # fmt: skip
     assert 100 * (maps["demo"] - maps["pruned"]) <= 1.0, maps

@@ -47,7 +47,13 @@ def int8_file(out: Path) -> Path:
 def test_stale_cache_of_another_model_is_not_reused(calib: Path, tmp_path: Path) -> None:
     shared, fresh = tmp_path / "shared", tmp_path / "fresh"
     assert export(DEMO_MODEL, shared, calib)[0] == 0
-    code, report = export(PRUNED_DEMO_MODEL, shared, calib)  # same name, same folder, another checkpoint
+    before = {f.name: sha256_file(f) for f in shared.iterdir()}
+    code, report = export(PRUNED_DEMO_MODEL, shared, calib)  # same --name, same folder, another checkpoint
+    assert code == 2 and not report  # refused: the first model's files are not written over
+    assert {f.name: sha256_file(f) for f in shared.iterdir()} == before
+    for f in shared.glob("m.*onnx"):  # the user removes the exports and keeps the folder: only the cache is left
+        f.unlink()
+    code, report = export(PRUNED_DEMO_MODEL, shared, calib)
     assert code == 0
     status = report["calibration"]["int8-qdq"]
     assert status["calibration"] == "computed" and "another model" in status["reason"]
@@ -121,3 +127,23 @@ def test_export_of_an_onnx_file_says_what_it_takes(tmp_path: Path, capsys: pytes
     err = capsys.readouterr().err
     # an .onnx --model is an engine build from an earlier export (--trt): without --trt it says what it takes
     assert "already exported: add --trt" in err and "pass the .pt checkpoint" in err and "corrupt" not in err
+
+
+def test_default_stems_of_two_checkpoints_named_alike_never_mix(calib: Path, tmp_path: Path) -> None:
+    """Two runs' best.pt exported into one folder: the second gets a stem of its own (STEM-SHA8), and the
+    first one's files are untouched (before: the second wrote over them under the same stem)."""
+    out = tmp_path / "export"
+    for run, src in (("a", DEMO_MODEL), ("b", PRUNED_DEMO_MODEL)):
+        (tmp_path / run).mkdir()
+        shutil.copy(src, tmp_path / run / "best.pt")
+    code = run_cli("mfssd-export", export_main, ["--model", str(tmp_path / "a" / "best.pt"), "--out-dir", str(out),
+                                                 "--end2end"])  # fmt: skip
+    assert code == 0
+    first = {f.name: sha256_file(f) for f in out.iterdir()}
+    assert "best.end2end.onnx" in first
+    code = run_cli("mfssd-export", export_main, ["--model", str(tmp_path / "b" / "best.pt"), "--out-dir", str(out),
+                                                 "--end2end"])  # fmt: skip
+    assert code == 0
+    now = {f.name: sha256_file(f) for f in out.iterdir()}
+    assert {k: now[k] for k in first} == first
+    assert f"best-{sha256_file(PRUNED_DEMO_MODEL)[:8]}.end2end.onnx" in now

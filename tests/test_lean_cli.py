@@ -162,7 +162,9 @@ def test_lean_eval_scores_an_onnx_model_without_pycocotools(synth: Path, tmp_pat
     assert 'COCO AP skipped: pycocotools is not installed (pip install "mfssd-deploy[train]")' in r.stderr
     res = json.loads((tmp_path / "e.json").read_text())
     assert "coco" not in res and res["images"] == 8
-    ref = evaluate(detector_predictor(Detector(DEMO_ONNX_INT8)), open_dataset(synth), coco=False, progress=False)
+    det = Detector(DEMO_ONNX_INT8)
+    names = det.class_names
+    ref = evaluate(detector_predictor(det), open_dataset(synth), class_names=names, coco=False, progress=False)
     assert res["voc07_map"] == pytest.approx(ref["voc07_map"], abs=1e-9) and res["voc07_map"] > 0.5
 
 

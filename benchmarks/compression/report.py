@@ -30,7 +30,9 @@ def stage_row(label: str, ckpt: Path, data: Path, calib: Path, tmp: Path, val_im
 
     model = load_model(ckpt)
     c = measure(model)
-    res = evaluate(detector_predictor(Detector(ckpt)), open_dataset(data, "val"), max_images=val_images, progress=False)
+    det = Detector(ckpt)
+    res = evaluate(detector_predictor(det), open_dataset(data, "val"), class_names=det.class_names,
+                   max_images=val_images, progress=False)  # fmt: skip
     report = run_export(
         ExportRequest(model=ckpt, out_dir=tmp / ckpt.stem, layouts=("end2end",), int8=True, calib=calib,
                       calib_num=100, parity_images=list_images(data / "val", 8), time_runs=20)

@@ -47,7 +47,7 @@ def accuracy(path: Path, val: Path, backend: str) -> dict[str, float]:
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
 
     det = Detector(path, backend=backend)
-    res = evaluate(detector_predictor(det), open_dataset(val, "val"), progress=False)
+    res = evaluate(detector_predictor(det), open_dataset(val, "val"), class_names=det.class_names, progress=False)
     return {"map50": round(res["voc07_map"], 4), "AP": round(res["coco"]["AP"], 4), "APs": round(res["coco"]["APs"], 4)}
 
 

@@ -387,13 +387,9 @@ def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> N
     for r in runners:
         if r.detector is None or r.facts["weights"] == RANDOM:
             continue
-        if tuple(r.detector.class_names) != tuple(source.class_names):
-            raise MfssdError(
-                f"--val: {r.facts['model']} detects {list(r.detector.class_names)} but the validation set has "
-                f"{list(source.class_names)}; pass --val DIR with a dataset of the model's classes"
-            )
         log.info("accuracy of %s on %d images", r.facts["model"], len(source.records))
-        res = evaluate(detector_predictor(r.detector), source, max_images=max_images, coco=coco, progress=False)
+        res = evaluate(detector_predictor(r.detector), source, class_names=r.detector.class_names,
+                       max_images=max_images, coco=coco, progress=False)  # fmt: skip
         r.facts["map"] = res["voc07_map"]
         r.facts["aps"] = res.get("coco", {}).get("APs")
         r.facts["val"] = {"data": label, "images": res["images"]}

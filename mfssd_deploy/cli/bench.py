@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--csv", help="write one CSV line per row to this file")
     ap.add_argument("--markdown", help="also write the Markdown report to this file")
     ap.add_argument("--plot", help="write a PNG plot (images/s per configuration and batch; stage times)")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    ap.add_argument("-q", "--quiet", "--no-progress", action="store_true", help="no progress messages")
     # the builder settings of the groups' engines: their precisions come from --formats, their profile
     # from --batch-sizes, and they live in --cache
     t = ap.add_argument_group("TensorRT engines of the model groups (on a GPU with TensorRT)")

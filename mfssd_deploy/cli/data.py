@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tiling benchmark's set (benchmarks/tiling, data.synth.generate_large).",
         formatter_class=HelpFormatter,
     )
-    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--out", required=True, help="output folder: new or empty (one that holds anything is refused)")
     s.add_argument("--large", action="store_true",
                    help="large cluttered frames (1920x1080, 1280x720) with many small objects, like surveillance or "
                         "drone footage; defaults become --train 0 --val 24")  # fmt: skip
@@ -39,12 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mfssd_deploy.data.synth import LARGE_FRAMES, SynthSpec, format_histogram, generate
     from mfssd_deploy.errors import MfssdError
-    from mfssd_deploy.fileio import write_json
+    from mfssd_deploy.fileio import refuse_nonempty, write_json
 
     train = args.train if args.train is not None else (0 if args.large else 2000)
     val = args.val if args.val is not None else (24 if args.large else 300)
     if train < 0 or val < 0 or train + val == 0:
         raise MfssdError("--train and --val must be >= 0 and not both 0")
+    refuse_nonempty(args.out, "--out", "give a new or empty folder (a dataset is never written over)")
     spec = LARGE_FRAMES if args.large else SynthSpec()
     hists = generate(args.out, train, val, args.seed, spec, show_progress=not args.no_progress)
     print(format_histogram(hists))

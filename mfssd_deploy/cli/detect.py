@@ -89,7 +89,18 @@ def tiling_from_args(args: argparse.Namespace, model_input: int | tuple[int, int
             size = (int(text), int(text))
     except ValueError:
         raise MfssdError(f"--tile {args.tile}: pass pixels, e.g. --tile 300, --tile 320x240 or --tile model") from None
-    return replace(Tiling(size), full_frame=not args.no_full_frame, **given)
+    tiling = replace(Tiling(size), full_frame=not args.no_full_frame, **given)
+    side = min(model_input) if isinstance(model_input, tuple) else model_input
+    if min(size) * MAX_TILE_UPSCALE < side and not getattr(args, "_warned_tile", False):
+        args._warned_tile = True  # tiling_from_args runs twice: before and after the model loads
+        step = max(1, int(min(size) * (1 - tiling.overlap)))
+        print(f"warning: --tile {args.tile} is upscaled {side / min(size):.0f}x to the model's {side}-pixel input, "
+              f"and a 1000x1000 image alone makes about {(1000 // step + 1) ** 2:,} tiles; tiles near the model's "
+              "input size (--tile model) are what tiling is for", file=sys.stderr)  # fmt: skip
+    return tiling
+
+
+MAX_TILE_UPSCALE = 4  # a tile enlarged more than this shows the model nothing it could not see whole
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--camera", type=int, metavar="N", help="read camera N instead of a SOURCE (runs until Ctrl-C "
                     "or --max-frames)")  # fmt: skip
     ap.add_argument("--model", help=f".pt, .onnx or .engine (default: the bundled demo model); {RUNTIME_RULE}")
-    ap.add_argument("--save-dir", default="runs/detect", help="annotated output folder (default: runs/detect); "
-                    "one that would overwrite a source file is refused")  # fmt: skip
+    ap.add_argument("--save-dir", help="annotated output folder, new or empty: one that holds files or would "
+                    "overwrite a source file is refused (default: runs/detect, or the first free runs/detect2, "
+                    "runs/detect3, ...)")  # fmt: skip
     ap.add_argument("--no-save", action="store_true", help="do not write annotated images or video")
     ap.add_argument("--json", help="detections JSON (default: SAVE_DIR/detections.json; none with --no-save)")
     ap.add_argument("--conf", type=float, help="detection threshold: the JSON holds every detection scoring at "
@@ -209,15 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from mfssd_deploy.fileio import atomic_path, write_json
+    from mfssd_deploy.fileio import atomic_path, fresh_run_dir, refuse_nonempty, write_json
     from mfssd_deploy.runtime.detector import Detector
     from mfssd_deploy.runtime.results import Result
     from mfssd_deploy.runtime.streaming import open_frames
 
     source: str | int = args.camera if args.camera is not None else args.source
     src = open_frames(source)
-    save_dir = Path(args.save_dir)
     save = not args.no_save
+    save_dir = Path(args.save_dir) if args.save_dir else fresh_run_dir("runs/detect")
     plan = plan_outputs(src.files, src.root or Path("."), save_dir) if save and src.kind == "images" else {}
     source_paths = list(src.files) if src.kind == "images" else [Path(args.source)] if src.kind == "video" else []
     source_keys = {_key(p) for p in source_paths}
@@ -227,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path = Path(args.json) if args.json else (save_dir / "detections.json" if save else None)
     if json_path is not None:
         _check_json(json_path, source_keys, [*plan.values(), *([video_out] if video_out else [])])
+    if save and args.save_dir:  # after the checks above, which name the source a save dir would overwrite
+        refuse_nonempty(save_dir, "--save-dir", "give a new or empty folder (earlier results are never mixed in)")
     if save:
         _make_dir(save_dir)
 

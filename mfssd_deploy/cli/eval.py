@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--detections", help="score a COCO results file (e.g. from examples/folder_to_json.py) instead")
     ap.add_argument("--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)")
     ap.add_argument("--split", default="val", help="dataset split")
+    ap.add_argument("--classes", help="a VOC folder's class list: 'voc' or a text file, one name per line "
+                    "(default: classes.txt/labels.txt beside the annotations, else the names in the XML files, "
+                    "sorted); the model's classes are matched to the dataset's by name")  # fmt: skip
     ap.add_argument("--json", help="write the result (contract: voc07_map, coco, per_class) to this file")
     ap.add_argument("--batch", type=int, help="images (or tiles) per inference call (default: 8; a TensorRT engine: "
                     "the largest batch of its profile)")  # fmt: skip
@@ -88,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     tiling_from_args(args, 300)  # bad tiling settings fail before the dataset is read
     if args.detections and args.tile:
         raise MfssdError("--tile applies to --model; --detections scores a results file as it is")
-    source = open_dataset(args.data, args.split)
+    source = open_dataset(args.data, args.split, args.classes)
     coco = _want_coco(args.no_coco)
     if args.detections:
+        source = source.require_content("scoring", images=False)
         res = score_detections(source, load_coco_results(args.detections, source), coco=coco)
         res["detections"] = str(args.detections)
     else:
@@ -99,16 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             model_path, device=args.device, conf=args.conf, iou=args.iou, max_det=args.max_det, batch_size=args.batch
         )
         det.tiling = tiling_from_args(args, det.config.input_size)
-        predict, cfg = detector_predictor(det), det.config
-        if tuple(cfg.class_names) != tuple(source.class_names):
-            raise MfssdError(
-                f"{model_path.name} detects {list(cfg.class_names)} "
-                f"but {args.data} has {list(source.class_names)}; "
-                "evaluate a model trained on these classes"
-            )
         res = evaluate(
-            predict,
+            detector_predictor(det),
             source,
+            class_names=det.class_names,
             batch_size=det.batch_size,
             max_images=args.max_images,
             coco=coco,

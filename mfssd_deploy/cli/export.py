@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "path on x86, ~1.5x the speed there; TensorRT cannot load it)")  # fmt: skip
     q.add_argument("--calib", help="folder of calibration images (same pre-processing as inference)")
     q.add_argument("--calib-num", type=int, default=200, help="calibration images to use (default 200)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     q.add_argument(
         "--recalibrate",
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.int8 and not args.calib:  # before the exporter's imports (seconds), not after them
+        raise MfssdError("--int8 needs calibration images: add --calib DIR (a folder of images like the deployment's)")
     model = checkpoint_path(args)
     if model.suffix.lower() == ".onnx":  # before the exporter's imports: this route needs neither torch nor them
         return engines_from_onnx(args, model)
@@ -203,6 +206,7 @@ def export_request(args: argparse.Namespace, model: Path, parity: list[Path]) ->
         calib=Path(args.calib) if args.calib else None,
         calib_num=args.calib_num,
         calib_method=args.calib_method,
+        progress=not args.no_progress,
         recalibrate=args.recalibrate,
         min_agreement=args.min_agreement,
         keep_fp32=tuple(s for s in args.keep_fp32.split(",") if s),

@@ -68,16 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--ratio", type=float, help="fraction of prunable channels to remove, globally by |gamma|")
     budget.add_argument("--target-params", type=int, help="prune until at most this many parameters remain")
     budget.add_argument("--max-map-drop", type=float, help="largest pruning within D points of mAP@0.5 (needs --val)")
-    ap.add_argument("--out", required=True, help="pruned checkpoint to write")
+    ap.add_argument("--out", required=True, help="pruned checkpoint to write (a new file: an existing one, the input "
+                    "included, is refused)")  # fmt: skip
     ap.add_argument("--round-to", type=int, default=8, metavar="N",
                     help="keep a multiple of N channels per layer (default 8: ONNX Runtime runs the same parameter "
                     "count 15-25%% faster, TensorRT kernels tile by 8+, and the bundled pruned model lost no "
                     "accuracy to it); 1 = the paper's exact |gamma| order")  # fmt: skip
-    ap.add_argument("--val", help="dataset for --max-map-drop (its train split fine-tunes, its val split scores)")
+    ap.add_argument("--val", help="dataset: with --max-map-drop its train split fine-tunes and its val split scores; "
+                    "with --ratio/--target-params the val split gives mAP before and after pruning")  # fmt: skip
     ap.add_argument("--search-epochs", type=int, default=2, help="fine-tune epochs per search step (default 2)")
     ap.add_argument("--search-steps", type=int, default=4, help="bisection steps of the search (default 4)")
     ap.add_argument("--eval-images", type=int, help="score on the first N val images only (faster search)")
     ap.add_argument("--json", help="write the report to this file")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars (the search runs without them)")
     return ap
 
 
@@ -93,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     from mfssd_deploy.prune import prune_model, pruning_record, widths_of
 
     src = Path(args.checkpoint) if args.checkpoint else demo_model()
+    out = Path(args.out)
+    if out.exists():
+        same = out.resolve() == src.resolve()
+        raise MfssdError(f"--out {out} {'is the checkpoint being pruned' if same else 'already exists'}; "
+                         "give a new file name (nothing is written over)")  # fmt: skip
     model = load_model(src)
     report: dict[str, Any] = {"source": str(src)}
     if args.max_map_drop is not None:
@@ -101,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         result, search = accuracy_search(src, model, args)
         report["search"] = search
     else:
+        _warn_if_not_sparse(src)
         result = prune_model(model, ratio=args.ratio, target_params=args.target_params, round_to=args.round_to)
+        if args.val:
+            report["accuracy"] = _accuracy_line(model, result.model, args)
     before, after = facts(model), facts(result.model)
     record = pruning_record(result, sha256_file(src), widths_of(model))
     save_checkpoint(args.out, result.model, pruning=record, meta={"pruned_from": str(src)})
@@ -114,6 +125,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _warn_if_not_sparse(src: Path) -> None:
+    """Network slimming removes the channels with the smallest |gamma|; without sparse training
+    (--sparsity) none are near zero, and the pruned model loses most of its accuracy until fine-tuned."""
+    from mfssd_deploy.checkpoint import read_checkpoint
+
+    sparsity = read_checkpoint(src).get("meta", {}).get("train_args", {}).get("sparsity")
+    if not sparsity:
+        print(f"warning: {src.name} was not trained with --sparsity: its channels are not near zero, so expect a "
+              "large accuracy drop before fine-tuning (mfssd-train --finetune OUT); --val DATA prints it, "
+              "--max-map-drop D --val DATA bounds it", file=sys.stderr)  # fmt: skip
+
+
+def _accuracy_line(model: Any, pruned: Any, args: argparse.Namespace) -> dict[str, float]:
+    """mAP@0.5 before and after pruning (no fine-tuning) on --val's val split, printed."""
+    from mfssd_deploy.data.sources import open_dataset
+    from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
+
+    source = open_dataset(args.val, "val")
+    names = model.config.class_names
+    maps = {k: evaluate(torch_predictor(m), source, class_names=names, max_images=args.eval_images, coco=False,
+                        progress=False)["voc07_map"] for k, m in (("before", model), ("after", pruned))}  # fmt: skip
+    print(f"mAP@0.5 on {args.val}: {maps['before']:.4f} before, {maps['after']:.4f} after pruning "
+          "(before fine-tuning)")  # fmt: skip
+    return maps
+
+
 def accuracy_search(src: Path, model: Any, args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
     """Bisection on the channel ratio; each candidate is fine-tuned briefly, then scored."""
     from mfssd_deploy.checkpoint import save_checkpoint
@@ -123,9 +160,9 @@ def accuracy_search(src: Path, model: Any, args: argparse.Namespace) -> tuple[An
     from mfssd_deploy.train.loop import TrainOptions, train
 
     source = open_dataset(args.val, "val")
-    base = evaluate(torch_predictor(model), source, max_images=args.eval_images, coco=False, progress=False)[
-        "voc07_map"
-    ]
+    names = model.config.class_names
+    base = evaluate(torch_predictor(model), source, class_names=names, max_images=args.eval_images, coco=False,
+                    progress=False)["voc07_map"]  # fmt: skip
     print(f"unpruned mAP@0.5 {base:.4f}; budget {args.max_map_drop:.2f} points")
     lo, hi = 0.0, 0.9
     best = None
@@ -140,8 +177,8 @@ def accuracy_search(src: Path, model: Any, args: argparse.Namespace) -> tuple[An
             from mfssd_deploy.checkpoint import load_model
 
             tuned = load_model(Path(tmp) / f"ft{step}" / "last.pt")
-            vmap = evaluate(torch_predictor(tuned), source, max_images=args.eval_images, coco=False,
-                            progress=False)["voc07_map"]  # fmt: skip
+            vmap = evaluate(torch_predictor(tuned), source, class_names=names, max_images=args.eval_images,
+                            coco=False, progress=False)["voc07_map"]  # fmt: skip
             drop = 100 * (base - vmap)
             ok = drop <= args.max_map_drop
             steps.append({"ratio": ratio, "params": cand.params_after, "map": vmap, "drop_points": drop, "ok": ok})

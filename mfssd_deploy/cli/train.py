@@ -8,6 +8,7 @@ import sys
 
 from mfssd_deploy.cli import HelpFormatter, run_cli
 from mfssd_deploy.config import PRESETS, VARIANTS
+from mfssd_deploy.errors import MfssdError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--data", required=True, help="dataset root: annotations/SPLIT.json (COCO format), COCO 2017, or VOC"
     )
-    ap.add_argument("--out", default="runs/train", help="folder for last.pt, best.pt and log.jsonl")
+    ap.add_argument("--classes", help="a VOC folder's class list: 'voc' or a text file, one name per line "
+                    "(default: classes.txt or labels.txt beside the annotations, else the names found in the "
+                    "XML files, sorted); classes are always matched by name")  # fmt: skip
+    ap.add_argument("--out", help="folder for last.pt, best.pt and log.jsonl; one that already holds a run is "
+                    "refused (default: runs/train, or the first free runs/train2, runs/train3, ...)")  # fmt: skip
     ap.add_argument("--variant", default="mfssd_bn", choices=(*VARIANTS, *PRESETS),
                     help="architecture; ssd300_11620 = SSD300 with the FSSD prior set (the paper's Table II SSD), "
                          "mfssd_bn_111 = MFSSD-BN with 1:1:1 fusion (256 channels in branch A)")  # fmt: skip
@@ -53,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is on for CPU)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--resume", help="continue a run from its last.pt (model, optimizer, step)")
-    ap.add_argument("--finetune", help="start from a checkpoint's structure and weights (e.g. a pruned model)")
+    ap.add_argument("--finetune", help="start from a checkpoint's structure and weights (e.g. a pruned model); "
+                    "its classes must be the data's, by name, in any order")  # fmt: skip
+    ap.add_argument("--new-head", action="store_true",
+                    help="with --finetune: keep the backbone, fusion and box head, and start a fresh class head "
+                         "for the data's classes (other names or another number of classes)")  # fmt: skip
     ap.add_argument("--init-vgg", help="torchvision vgg16/vgg16_bn ImageNet state_dict file for the backbone")
     ap.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
     ap.add_argument("--eval-images", type=int, help="evaluate on the first N val images only")
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         resume=args.resume,
         finetune=args.finetune,
+        new_head=args.new_head,
+        classes=args.classes,
         init_vgg=args.init_vgg,
         eval_every=args.eval_every,
         eval_images=args.eval_images,
@@ -113,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
         **extra,
     )
+    if args.clip_grad_norm is not None and not args.clip_grad_norm > 0:
+        raise MfssdError(f"--clip-grad-norm {args.clip_grad_norm}: give a positive norm (e.g. 35)")
     summary = train(opt)
-    print(
-        f"done in {summary['train_time_s'] / 60:.1f} min; best val mAP@0.5 {summary['best_map']:.4f}; "
-        f"checkpoints in {summary['out']}"
-    )
+    best = f"best val mAP@0.5 {summary['best_map']:.4f}" if opt.val_split else "no validation (--val-split '')"
+    print(f"done in {summary['train_time_s'] / 60:.1f} min; {best}; checkpoints in {summary['out']}")
     if args.json:
         write_json(args.json, summary)
     return 0

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from mfssd_deploy.config import VOC_CLASSES
+from mfssd_deploy.classes import CLASS_LIST_FILES, VOC_CLASSES, check_unique, label_map, read_class_list
 from mfssd_deploy.errors import MfssdError
 
 log = logging.getLogger("mfssd_deploy.data")
@@ -58,6 +60,39 @@ class Source:
     @property
     def num_classes(self) -> int:
         return len(self.class_names) + 1
+
+    def aligned_to(self, names: Sequence[str], names_of: str) -> Source:
+        """This source with its labels renumbered to `names` (a model's classes), matched by name; the same
+        names in another order agree, other names are refused (classes.label_map)."""
+        names = tuple(names)
+        if names == self.class_names:
+            return self
+        lut = label_map(self.class_names, names, f"dataset {self.name}", names_of)
+        records = [replace(r, labels=lut[r.labels], crowd_labels=lut[r.crowd_labels]) for r in self.records]
+        return replace(self, class_names=names, records=records)
+
+    def require_content(self, purpose: str, images: bool = True) -> Source:
+        """Refuse a split with nothing to learn from or score: no image file where the annotations say
+        (when `images` are read), or no usable box at all. Records whose image file is missing are
+        dropped with one warning."""
+        if not self.records:
+            raise MfssdError(f"{self.name} has no images; {purpose} needs at least one annotated image")
+        missing = [r for r in self.records if images and not r.path.is_file()]
+        if len(missing) == len(self.records):
+            raise MfssdError(
+                f"none of the {len(self.records)} images of {self.name} exist (e.g. {missing[0].path}); "
+                f"{purpose} needs them: put the images there or fix the annotations' file names"
+            )
+        kept = [r for r in self.records if r.path.is_file()] if missing else self.records
+        if missing:
+            log.warning("%d of %d images of %s are missing and were left out (e.g. %s)", len(missing),
+                        len(self.records), self.name, missing[0].path)  # fmt: skip
+        if not any(len(r.boxes) for r in kept):
+            why = f"{len(self.skipped)} annotations were skipped, e.g. {self.skipped[0]}" if self.skipped else (
+                "the annotations hold no objects")  # fmt: skip
+            hint = "; give the class list with --classes FILE or a classes.txt" if "unknown class" in why else ""
+            raise MfssdError(f"{self.name} has no usable box ({why}){hint}; {purpose} needs annotated objects")
+        return replace(self, records=kept) if missing else self
 
 
 def _check_box(x1: float, y1: float, x2: float, y2: float, w: int, h: int) -> tuple[list[float] | None, str | None]:
@@ -143,7 +178,8 @@ def load_coco(ann_file: str | os.PathLike[str], image_dir: str | os.PathLike[str
         rec.crowd_labels = np.asarray(crowd[1], dtype=np.int64)
         rec.crowd_areas = np.asarray(crowd[2], dtype=np.float64)
         records.append(rec)
-    return Source(ann_path.stem, tuple(c["name"] for c in cats), records, skipped, coco_json=ann_path)
+    names = check_unique([str(c.get("name", "")) for c in cats], f"{ann_path} categories")
+    return Source(ann_path.stem, names, records, skipped, coco_json=ann_path)
 
 
 def _record(path: Path, image_id: int, w: int, h: int, boxes: list, labels: list, difficult: list) -> Record:
@@ -158,8 +194,44 @@ def _record(path: Path, image_id: int, w: int, h: int, boxes: list, labels: list
     )
 
 
-def load_voc(root: str | os.PathLike[str], split: str, class_names: tuple[str, ...] = VOC_CLASSES) -> Source:
-    """A VOCdevkit year folder (JPEGImages/, Annotations/, ImageSets/Main/SPLIT.txt).
+_ANNOUNCED: set[tuple[Path, tuple[str, ...]]] = set()  # said once per folder, not once per split
+
+
+def voc_class_names(root: str | os.PathLike[str], classes: str | os.PathLike[str] | None = None) -> tuple[str, ...]:
+    """A VOC-layout dataset's class list, never a guess by position: `classes` ('voc' or a file), else a
+    classes.txt / labels.txt in the folder or its parent, else VOC's 20 for a folder named like Pascal
+    VOC's own (VOC2007, VOC2012), else every object name in Annotations/*.xml (all splits, so train and
+    val agree), sorted and announced."""
+    root = Path(root)
+    if classes is not None:
+        return read_class_list(classes)
+    for folder in (root, root.parent):
+        for name in CLASS_LIST_FILES:
+            if (folder / name).is_file():
+                return read_class_list(folder / name)
+    if re.fullmatch(r"VOC\d{4}", root.name):
+        return VOC_CLASSES
+    found: set[str] = set()
+    for xml_path in sorted((root / "Annotations").glob("*.xml")):
+        try:
+            found.update((o.findtext("name") or "").strip() for o in ET.parse(xml_path).getroot().iter("object"))
+        except (ET.ParseError, OSError):
+            continue  # reported with file and id when the split is read
+    found.discard("")
+    if not found:
+        raise MfssdError(f"no object names in {root / 'Annotations'}; give the classes in {root / 'classes.txt'}")
+    names = tuple(sorted(found))
+    if (root, names) in _ANNOUNCED:
+        return names
+    _ANNOUNCED.add((root, names))
+    log.warning("%s: classes discovered from the XML files (sorted): %s; write %s to fix another order",
+                root, ", ".join(names), root / "classes.txt")  # fmt: skip
+    return check_unique(names, str(root / "Annotations"))
+
+
+def load_voc(root: str | os.PathLike[str], split: str, class_names: Sequence[str] | None = None) -> Source:
+    """A VOCdevkit year folder (JPEGImages/, Annotations/, ImageSets/Main/SPLIT.txt); class_names default
+    to voc_class_names(root).
 
     Boxes are converted from VOC's 1-based inclusive pixels to 0-based xyxy (x1 - 1, y1 - 1, x2, y2).
     """
@@ -167,6 +239,7 @@ def load_voc(root: str | os.PathLike[str], split: str, class_names: tuple[str, .
     ids_file = root / "ImageSets" / "Main" / f"{split}.txt"
     if not ids_file.is_file():
         raise MfssdError(f"not a VOC folder or no split {split!r}: {ids_file} is missing")
+    class_names = tuple(class_names) if class_names is not None else voc_class_names(root)
     index = {c: i + 1 for i, c in enumerate(class_names)}
     skipped: list[str] = []
     records = []
@@ -204,29 +277,39 @@ def load_voc(root: str | os.PathLike[str], split: str, class_names: tuple[str, .
     return Source(f"{root.name}-{split}", tuple(class_names), records, skipped)
 
 
-def open_dataset(path: str | os.PathLike[str], split: str = "val") -> Source:
+def open_dataset(
+    path: str | os.PathLike[str], split: str = "val", classes: str | os.PathLike[str] | None = None
+) -> Source:
     """Find the annotations of `split` under `path`:
 
     - our synthetic / COCO-like layout: PATH/annotations/SPLIT.json with images in PATH/SPLIT/;
     - COCO 2017: PATH/annotations/instances_SPLIT2017.json with images in PATH/SPLIT2017/;
     - a VOC year folder (PATH/ImageSets/Main/SPLIT.txt) or a VOCdevkit holding VOC2007;
     - a COCO JSON file itself, images in a folder named like the split next to it.
+
+    `classes` ('voc' or a class-list file) is a VOC layout's class list (see voc_class_names); a COCO
+    file names its own categories, so `classes` is refused there rather than silently ignored.
     """
     p = Path(path)
+    coco: tuple[Path, Path] | None = None
     if p.is_file() and p.suffix == ".json":
-        return load_coco(p, p.parent.parent / split if p.parent.name == "annotations" else p.parent)
-    if not p.exists():
+        coco = (p, p.parent.parent / split if p.parent.name == "annotations" else p.parent)
+    elif not p.exists():
         raise MfssdError(f"dataset not found: {p}")
     for ann, imgs in (
         (p / "annotations" / f"{split}.json", p / split),
         (p / "annotations" / f"instances_{split}2017.json", p / f"{split}2017"),
     ):
-        if ann.is_file():
-            return load_coco(ann, imgs)
+        if coco is None and ann.is_file():
+            coco = (ann, imgs)
+    if coco is not None:
+        if classes is not None:
+            raise MfssdError(f"--classes applies to VOC folders; {coco[0]} names its own categories")
+        return load_coco(*coco)
     if (p / "ImageSets" / "Main").is_dir():
-        return load_voc(p, split)
+        return load_voc(p, split, voc_class_names(p, classes))
     if (p / "VOC2007" / "ImageSets" / "Main").is_dir():
-        return load_voc(p / "VOC2007", split)
+        return load_voc(p / "VOC2007", split, voc_class_names(p / "VOC2007", classes))
     raise MfssdError(
         f"no {split!r} annotations under {p}: expected annotations/{split}.json (COCO format), "
         f"annotations/instances_{split}2017.json, or a VOC folder with ImageSets/Main/{split}.txt"

@@ -55,6 +55,11 @@ def predict_source(
                 for image_id, det in zip(ids, predict(images), strict=True):
                     out[image_id] = det
             bar.update(len(idx))
+    if not out:
+        raise MfssdError(
+            f"none of the {len(records)} images of {source.name} could be read (e.g. {records[0].path}); "
+            "nothing was scored: fix the image paths or the annotations' file names"
+        )
     return out
 
 
@@ -83,12 +88,18 @@ def evaluate(
     predict: Predictor,
     source: Source,
     *,
+    class_names: Sequence[str],
     batch_size: int = 8,
     max_images: int | None = None,
     coco: bool = True,
     progress: bool = True,
 ) -> EvalResult:
-    """VOC07 11-point mAP (+ all-point) per class and overall; COCO AP family when `coco`."""
+    """VOC07 11-point mAP (+ all-point) per class and overall; COCO AP family when `coco`.
+
+    `class_names` are the predictor's labels (a model's config.class_names): the dataset is matched to
+    them by name (Source.aligned_to), so the same names in another order score correctly and other
+    names are refused instead of scoring every class as another."""
+    source = source.aligned_to(class_names, "the model").require_content("evaluation")
     return score_detections(source, predict_source(predict, source, batch_size, max_images, progress), coco)
 
 

@@ -90,7 +90,9 @@ def onnx_report(path: Path, name: str | None = None) -> dict[str, Any]:
 
     onnx = require("onnx", LEAN_EXTRA, "building a TensorRT engine from an ONNX file (its parser check)")
     if not path.is_file():
-        raise MfssdError(f"model not found: {path}")
+        from mfssd_deploy.demo_assets import model_not_found
+
+        raise model_not_found(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for a damaged file

@@ -28,6 +28,7 @@ from mfssd_deploy.exporters.limits import AGREEMENT_SCORE, MIN_AGREEMENT
 from mfssd_deploy.fileio import atomic_path, sha256_file
 
 log = logging.getLogger("mfssd_deploy.export")
+MIN_CALIB_IMAGES = 32  # fewer draws a warning: the activation ranges of a handful of images are too narrow
 # FP32 parity: max abs difference vs PyTorch of scores (in [0, 1]) and of loc, whose tolerance scales
 # with its magnitude beyond 1 (an untrained model's offsets reach hundreds; float32 rounding is relative).
 RAW_TOL = 1e-4
@@ -36,6 +37,7 @@ RAW_TOL = 1e-4
 @dataclass
 class ExportRequest:
     model: Path
+    progress: bool = True  # progress bars (calibration)
     out_dir: Path = Path("export")
     name: str | None = None
     opset: int = 17
@@ -166,6 +168,7 @@ def _export_onnx(req: ExportRequest) -> dict[str, Any]:
     # another size gets another default name: a native-resolution export never overwrites the 300x300 files
     name = req.name or (req.model.stem if cfg.input_wh == trained.input_wh else f"{req.model.stem}_{_wh(cfg)}")
     sha = sha256_file(req.model)
+    name = _own_stem(req.out_dir, name, sha, cfg, explicit=req.name is not None)
     raw = _raw_graph(model, req)
     ref = _pytorch_reference(model, cfg, _read_images(req.parity_images))
     calibration: dict[str, dict[str, Any]] = {}
@@ -191,6 +194,38 @@ def _export_onnx(req: ExportRequest) -> dict[str, Any]:
     if req.val is not None:
         report["accuracy"] = _accuracy(req, artifacts)
     return report
+
+
+def _own_stem(out_dir: Path, name: str, sha: str, cfg: ModelConfig, explicit: bool) -> str:
+    """A stem that no other model's files in out_dir use. Every training run's checkpoint is best.pt, so
+    the checkpoint's stem alone would mix two models' exports under one name: files of another checkpoint
+    (source sha256) or another input size under the default stem move this export to STEM-SHA8 (said on
+    the console); an explicit --name that collides is refused. Re-exporting the same model rewrites its
+    own files."""
+    from mfssd_deploy.exporters.onnx_export import read_metadata
+
+    def foreign(stem: str) -> Path | None:
+        for f in sorted(out_dir.glob(f"{stem}.*onnx")):
+            try:
+                meta = read_metadata(onnx.load(str(f), load_external_data=False))
+            except Exception:  # unreadable or foreign: not ours to write over
+                return f
+            if meta.get("source_sha256") != sha or ModelConfig.from_dict(meta["config"]).input_wh != cfg.input_wh:
+                return f
+        return None
+
+    other = foreign(name)
+    if other is None:
+        return name
+    if explicit:
+        raise MfssdError(f"--name {name}: {other} is another model's export (or another size); give another "
+                         "--name or --out-dir (nothing is written over)")  # fmt: skip
+    own = f"{name}-{sha[:8]}"
+    if foreign(own) is not None:
+        raise MfssdError(f"{out_dir} already holds other files named {own}.*; give --name or --out-dir")
+    log.warning("%s already holds %s from another checkpoint or size: this export is named %s", out_dir,
+                other.name, own)  # fmt: skip
+    return own
 
 
 def _wh(cfg: ModelConfig) -> str:
@@ -236,6 +271,9 @@ def _precision_variants(
         if req.calib is None:
             raise MfssdError("--int8 needs calibration images: --calib DIR")
         files = list_images(req.calib, req.calib_num)
+        if len(files) < MIN_CALIB_IMAGES:
+            log.warning("INT8: only %d calibration images in %s; ranges from so few images are often too narrow "
+                        "(use %d or more, like the deployment's)", len(files), req.calib, MIN_CALIB_IMAGES)  # fmt: skip
         req.out_dir.mkdir(parents=True, exist_ok=True)
         log.info("INT8: %d calibration images from %s (%s)", len(files), req.calib, req.calib_method)
         for precision, acts in (("int8-qdq", "s8"), ("int8-qdq-u8", "u8")):
@@ -245,7 +283,8 @@ def _precision_variants(
             calib_cache = calib_cache or cache
             status: dict[str, Any] = {}
             q = quantize_int8(raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, cache_path=cache,
-                              activations=acts, recalibrate=req.recalibrate, status=status)  # fmt: skip
+                              activations=acts, recalibrate=req.recalibrate, status=status,
+                              progress=req.progress)  # fmt: skip
             calibration[precision] = status
             variants.append((precision, q))
     if req.fp16:
@@ -422,7 +461,8 @@ def _accuracy(req: ExportRequest, artifacts: list[dict[str, Any]]) -> dict[str, 
             chosen[a["precision"]] = a
     results = {}
     for precision, a in chosen.items():
-        res = evaluate(detector_predictor(Detector(a["path"])), source, max_images=req.val_images)
+        det = Detector(a["path"])
+        res = evaluate(detector_predictor(det), source, class_names=det.class_names, max_images=req.val_images)
         results[f"{Path(a['path']).name}"] = {
             "voc07_map": res["voc07_map"],
             "coco": res["coco"],

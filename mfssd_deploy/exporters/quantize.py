@@ -54,14 +54,15 @@ CACHE_FORMAT = "mfssd-calibration-cache/1"
 class _Reader:
     """CalibrationDataReader over image files, one image per call, preprocessed like inference."""
 
-    def __init__(self, files: Sequence[Path], cfg: ModelConfig) -> None:
-        self.files, self.cfg = list(files), cfg
+    def __init__(self, files: Sequence[Path], cfg: ModelConfig, progress: bool = True) -> None:
+        self.files, self.cfg, self.progress = list(files), cfg, progress
         self._it: Iterator[dict[str, np.ndarray]] | None = None
 
     def _gen(self) -> Iterator[dict[str, np.ndarray]]:
         from tqdm import tqdm
 
-        for f in tqdm(self.files, desc="calibrating", unit="img", leave=False, disable=None):
+        for f in tqdm(self.files, desc="calibrating", unit="img", leave=False,
+                      disable=None if self.progress else True):  # fmt: skip
             try:
                 img = read_image(f)  # the Detector's own reader: EXIF orientation, gray, alpha, 16-bit
             except MfssdError as exc:
@@ -156,6 +157,7 @@ def quantize_int8(
     activations: str = "s8",
     recalibrate: bool = False,
     status: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> onnx.ModelProto:
     """The raw FP32 model with Q/DQ pairs.
 
@@ -204,7 +206,7 @@ def quantize_int8(
             quantize_static(
                 str(src),
                 str(dst),
-                _Reader(calib_files, cfg),
+                _Reader(calib_files, cfg, progress),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(_op_types(activations)),
                 activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8,

@@ -91,7 +91,9 @@ class Detector:
         from mfssd_deploy.runtime.backends import DEFAULT_FOR_SUFFIX, make_backend
 
         if path.suffix.lower() in DEFAULT_FOR_SUFFIX and not path.is_file():
-            raise MfssdError(f"model not found: {path}")
+            from mfssd_deploy.demo_assets import model_not_found
+
+            raise model_not_found(path)
         if batch_size is not None and batch_size < 1:
             raise MfssdError(f"batch_size must be >= 1, got {batch_size}")
         made = make_backend(path, backend, device, batch_size or DEFAULT_BATCH, backend_options)

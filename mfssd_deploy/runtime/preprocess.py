@@ -47,7 +47,9 @@ def preprocess_batch(
 def scale_to_image(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     """The inverse of the resize above for detections: [N, 4] xyxy boxes in [0, 1] (the model's
     normalised output) -> float32 pixels of the original HxW image, clipped to it."""
-    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.array([width, height, width, height], np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # an untrained model decodes to inf: clipped below
+        b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.array([width, height, width, height], np.float32)
+    np.nan_to_num(b, copy=False, nan=0.0)
     np.clip(b[:, 0::2], 0, width, out=b[:, 0::2])
     np.clip(b[:, 1::2], 0, height, out=b[:, 1::2])
     return b

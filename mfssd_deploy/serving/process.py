@@ -64,6 +64,24 @@ class Endpoints:
         if any(not 1 <= p <= 65535 for p in ports) or len(set(ports)) != len(ports):
             raise MfssdError(f"ports {ports}: need distinct ports in 1..65535 for HTTP, gRPC (and metrics)")
 
+    def check_free(self) -> None:
+        """Each port bindable now, before the server starts: another server on them would answer our
+        readiness probe and make a doomed start look ready."""
+        import socket
+
+        for flag, address, port in (("--http-port", self.http_address, self.http_port),
+                                    ("--grpc-port", self.grpc_address, self.grpc_port),
+                                    ("--metrics-port", self.http_address, self.metrics_port)):  # fmt: skip
+            if port is None:
+                continue
+            with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is free
+                try:
+                    s.bind((address or "0.0.0.0", port))
+                except OSError as exc:
+                    raise MfssdError(f"{address}:{port} is in use or not bindable ({exc.strerror}); stop the "
+                                     f"other server or pass another {flag}") from None  # fmt: skip
+
     @staticmethod
     def _host(address: str) -> str:
         return "127.0.0.1" if address in ("0.0.0.0", "") else address

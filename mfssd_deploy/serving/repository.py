@@ -277,7 +277,9 @@ def artifact_meta(path: Path) -> dict[str, Any]:
     """The `mfssd` metadata of any artifact the Detector runs: an engine's sidecar (no GPU needed), an ONNX
     file's property (read by ONNX Runtime: no onnx package needed), a checkpoint's config (torch)."""
     if not path.is_file():
-        raise MfssdError(f"model not found: {path}")
+        from mfssd_deploy.demo_assets import model_not_found
+
+        raise model_not_found(path)
     suffix = path.suffix.lower()
     if suffix == ".engine":
         from mfssd_deploy.runtime.engine_meta import read_engine_meta

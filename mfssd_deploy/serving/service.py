@@ -11,6 +11,8 @@ line and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -91,6 +93,18 @@ def _say(text: str) -> None:
     print(f"mfssd-serve: {text}", file=sys.stderr, flush=True)
 
 
+def _keep_log(log: Path, given: Path | None) -> Path:
+    """The server's log survives a crash: a --log-file stays where it is; the temporary one is copied out
+    of the work folder (removed at exit) to a file of its own in the temp directory."""
+    if given is not None:
+        return given
+    fd, kept = tempfile.mkstemp(prefix="mfssd-serve-crash-", suffix=".log")
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        shutil.copyfile(log, kept)
+    return Path(kept)
+
+
 def serve(opts: ServeOptions, on_ready: Callable[[str], None] = print) -> int:
     """Run the server until a signal; the exit code (0: stopped on request, 1: the server died)."""
     bundled = find_bundled()
@@ -103,6 +117,7 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = print) -> int:
     if opts.instances < 1 or opts.drain_timeout_s < 0 or opts.start_timeout_s <= 0:
         raise MfssdError("need --instances >= 1, --drain-timeout >= 0 and --start-timeout > 0")
     opts.endpoints.check()
+    opts.endpoints.check_free()  # a port in use: one line, exit 2, before anything can say "ready"
     if opts.repository is not None and opts.repository.exists() and any(opts.repository.iterdir()):
         raise MfssdError(f"--repository {opts.repository} is not empty (Triton would serve all it holds): "
                          "pass a new folder")  # fmt: skip
@@ -135,7 +150,9 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = print) -> int:
                 code = proc.poll()
                 if code is not None:
                     proc.cleanup()  # stubs it left behind, their shared memory
-                    _say(f"error: tritonserver exited unexpectedly (code {code}): {proc.why('see its log')}")
+                    kept = _keep_log(proc.log_file, opts.log_file)
+                    _say(f"error: tritonserver exited unexpectedly (code {code}): {proc.why('see its log')}; "
+                         f"its log: {kept}")  # fmt: skip
                     return 1
                 time.sleep(0.2)
             _say(f"{signal.Signals(stop.signal or signal.SIGTERM).name}: draining in-flight requests "

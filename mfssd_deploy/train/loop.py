@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from mfssd_deploy.data.sources import Source, open_dataset
 from mfssd_deploy.data.torch_dataset import DetectionDataset, collate
 from mfssd_deploy.data.transforms import train_transforms
 from mfssd_deploy.errors import MfssdError
-from mfssd_deploy.fileio import atomic_path, sha256_file
+from mfssd_deploy.fileio import atomic_path, fresh_run_dir, sha256_file
 from mfssd_deploy.models import build_from_config
 from mfssd_deploy.priors import priors_tensor
 from mfssd_deploy.train.loss import multibox_loss
@@ -35,7 +35,7 @@ log = logging.getLogger("mfssd_deploy.train")
 @dataclass
 class TrainOptions:
     data: str
-    out: str = "runs/train"
+    out: str | None = None  # None: runs/train, or the first free runs/trainN
     variant: str = "mfssd_bn"
     width: float = 1.0
     train_split: str = "train"
@@ -56,6 +56,8 @@ class TrainOptions:
     device: str = "auto"
     resume: str | None = None
     finetune: str | None = None
+    new_head: bool = False  # with finetune: keep the backbone, a fresh class head for the data's classes
+    classes: str | None = None  # a VOC layout's class list ('voc' or a file); see data.sources.voc_class_names
     init_vgg: str | None = None
     eval_every: int = 1
     eval_images: int | None = None
@@ -112,16 +114,23 @@ def _amp_dtype(opt: TrainOptions, device: torch.device) -> torch.dtype | None:
 
 
 def _model_and_config(opt: TrainOptions, source: Source) -> tuple[nn.Module, ModelConfig, dict[str, Any] | None]:
-    """Fresh model from variant/width, or the structure + weights of --finetune / --resume."""
+    """Fresh model from variant/width, or the structure + weights of --finetune / --resume.
+
+    A checkpoint's classes are matched to the data's by name (the labels are renumbered to its order);
+    other names are refused, unless --new-head, which keeps every layer but the class head."""
     start = opt.finetune or opt.resume
     if start:
         ckpt = read_checkpoint(start)
         cfg = ModelConfig.from_dict(ckpt["config"])
-        if cfg.num_classes != source.num_classes:
-            raise MfssdError(
-                f"{start} has {cfg.num_classes - 1} classes but the data has {source.num_classes - 1} "
-                f"({', '.join(source.class_names)}); train a fresh model for these classes"
-            )
+        if opt.new_head and set(cfg.class_names) != set(source.class_names):
+            return _new_head(cfg, ckpt, source, start), replace(
+                cfg, num_classes=source.num_classes, class_names=source.class_names), ckpt  # fmt: skip
+        if not opt.new_head and set(cfg.class_names) != set(source.class_names):
+            hint = " (or --finetune it with --new-head for a fresh class head)" if opt.finetune else ""
+            try:
+                source.aligned_to(cfg.class_names, start)
+            except MfssdError as exc:
+                raise MfssdError(f"{exc}{hint}") from None
         model = build_from_config(cfg)
         load_state(model, ckpt["state_dict"], source=start)
         return model, cfg, ckpt
@@ -132,6 +141,19 @@ def _model_and_config(opt: TrainOptions, source: Source) -> tuple[nn.Module, Mod
 
         load_vgg16_imagenet(model, opt.init_vgg)
     return model, cfg, None
+
+
+def _new_head(cfg: ModelConfig, ckpt: dict[str, Any], source: Source, start: str) -> nn.Module:
+    """The checkpoint's model with a freshly initialised class head (head.conf.*) for the data's classes:
+    every other tensor (backbone, fusion, box head) is kept."""
+    model = build_from_config(replace(cfg, num_classes=source.num_classes, class_names=source.class_names))
+    fresh = model.state_dict()
+    kept = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("head.conf")}
+    load_state(model, {**kept, **{k: v for k, v in fresh.items() if k.startswith("head.conf")}}, source=start)
+    log.warning("--new-head: kept the backbone, fusion and box head of %s; the class head is new, for %d classes "
+                "(%s) instead of %s", start, source.num_classes - 1, ", ".join(source.class_names),
+                ", ".join(cfg.class_names))  # fmt: skip
+    return model
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -195,11 +217,19 @@ def _setup(opt: TrainOptions) -> tuple[_Run, int]:
     torch.manual_seed(opt.seed)
     d = _setup_distributed(opt.device)
     device = _resolve_device(opt, d)
-    train_src = open_dataset(opt.data, opt.train_split)
-    if not train_src.records:
-        raise MfssdError(f"no training images in {opt.data} split {opt.train_split!r}")
-    val_src = open_dataset(opt.data, opt.val_split) if opt.val_split else None
+    if opt.new_head and not opt.finetune:
+        raise MfssdError("--new-head re-initialises the class head of a --finetune checkpoint; add --finetune X.pt")
+    out = Path(opt.out) if opt.out else (Path(opt.resume).parent if opt.resume else fresh_run_dir("runs/train"))
+    if d.main and not (opt.resume and Path(opt.resume).parent.resolve() == out.resolve()):
+        _refuse_existing_run(out)
+    train_src = open_dataset(opt.data, opt.train_split, opt.classes).require_content("training")
+    val_src = None
+    if opt.val_split:
+        val_src = open_dataset(opt.data, opt.val_split, opt.classes).require_content("validation")
     model, cfg, start_ckpt = _model_and_config(opt, train_src)
+    train_src = train_src.aligned_to(cfg.class_names, "the model")  # labels in the model's order, by name
+    if val_src is not None:
+        val_src = val_src.aligned_to(cfg.class_names, "the model")  # refused now, not after an epoch
     channels_last = opt.channels_last if opt.channels_last is not None else device.type == "cpu"
     model.to(device)
     if channels_last:
@@ -213,9 +243,9 @@ def _setup(opt: TrainOptions) -> tuple[_Run, int]:
     net: nn.Module = model
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
-    out = Path(opt.out)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
+        log.info("run folder: %s", out)
     data_sha = sha256_file(train_src.coco_json) if train_src.coco_json else None
     meta_base = {
         "data": {"path": str(opt.data), "split": opt.train_split, "images": len(dataset), "sha256": data_sha},
@@ -230,6 +260,18 @@ def _setup(opt: TrainOptions) -> tuple[_Run, int]:
                val_src=val_src, out=out, meta_base=meta_base, pruning=pruning, step=step, best_map=best_map,
                history=history)  # fmt: skip
     return run, start_epoch
+
+
+RUN_FILES = ("last.pt", "best.pt", "log.jsonl")
+
+
+def _refuse_existing_run(out: Path) -> None:
+    """A folder that already holds a run is never written over: --resume continues it, else pick another."""
+    held = [n for n in RUN_FILES if (out / n).exists()]
+    if held:
+        raise MfssdError(
+            f"{out} already holds a run ({', '.join(held)}); give a new --out, or --resume {out / 'last.pt'}"
+        )
 
 
 def _data_loader(opt: TrainOptions, source: Source, cfg: ModelConfig, d: Dist,
@@ -368,7 +410,8 @@ def _evaluate_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:
     opt = run.opt
     assert run.val_src is not None
     pred = torch_predictor(run.model, str(run.device), channels_last=run.channels_last)
-    res = evaluate(pred, run.val_src, max_images=opt.eval_images, progress=opt.progress)
+    res = evaluate(pred, run.val_src, class_names=run.cfg.class_names, max_images=opt.eval_images,
+                   progress=opt.progress)  # fmt: skip
     record["val"] = {"voc07_map": res["voc07_map"], "coco": res.get("coco", {})}
     if opt.sparsity > 0:  # let users watch the gammas go to zero
         from mfssd_deploy.train.sparsity import gamma_summary, plot_gammas
