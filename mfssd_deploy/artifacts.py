@@ -11,8 +11,11 @@ any inference.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from mfssd_deploy.config import ModelConfig
@@ -176,3 +179,133 @@ def config_of(meta: dict[str, Any], where: str, fix: str = "re-export it with mf
         return ModelConfig.from_dict(meta["config"])
     except MfssdError as exc:
         raise MfssdError(f"{where}: {exc}: {fix}") from None
+
+
+# ---------------------------------------------------------------- what is this file
+
+METADATA_KEY = "mfssd"  # the key of the metadata: ONNX metadata_props, OpenVINO rt_info["framework"]
+FILE_KINDS: dict[str, str] = {".pt": "checkpoint", ".pth": "checkpoint", ".onnx": "onnx", ".engine": "engine",
+                              ".plan": "engine", ".xml": "openvino"}  # fmt: skip
+
+
+def kind_of(path: str | os.PathLike[str]) -> str:
+    """'checkpoint', 'onnx', 'engine' or 'openvino' (an IR's .xml), by suffix; anything else is refused."""
+    kind = FILE_KINDS.get(Path(path).suffix.lower())
+    if kind is None:
+        raise MfssdError(f"{path}: not a model file this package knows ({', '.join(sorted(FILE_KINDS))})")
+    return kind
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The validated `mfssd` metadata of any artifact, the one reader for every kind: an ONNX file's
+    property (read from the file's protobuf fields, without onnx, an inference session or torch), an
+    engine's sidecar NAME.engine.json, an OpenVINO IR's rt_info, a checkpoint's config (needs torch)."""
+    p = Path(path)
+    kind = kind_of(p)
+    if not p.is_file():
+        raise MfssdError(f"model not found: {p}")
+    if kind == "checkpoint":
+        from mfssd_deploy.checkpoint import read_checkpoint
+
+        ckpt = read_checkpoint(p)
+        return parse_meta({"layout": "raw", "precision": "fp32", "config": ckpt["config"]}, p.name)
+    if kind == "engine":
+        return _engine_sidecar(p)
+    raw = _onnx_property(p) if kind == "onnx" else _openvino_property(p)
+    if raw is None:
+        raise MfssdError(
+            f"{p} has no 'mfssd' metadata (not exported by mfssd-export): export it with mfssd-export"
+        )
+    return parse_meta(raw, str(p))
+
+
+def proto_meta(model: Any, where: str) -> dict[str, Any]:
+    """The metadata of an ONNX graph already in memory (an onnx.ModelProto; duck-typed, no onnx import)."""
+    raw = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+    if raw is None:
+        raise MfssdError(f"{where} has no 'mfssd' metadata: export it with mfssd-export")
+    return parse_meta(raw, where)
+
+
+def sidecar_path(engine: str | os.PathLike[str]) -> Path:
+    """NAME.engine.json: an engine's metadata lives beside it (an engine file holds no free-form fields)."""
+    p = Path(engine)
+    return p.with_name(p.name + ".json")
+
+
+def _engine_sidecar(path: Path) -> dict[str, Any]:
+    fix = "rebuild the engine with mfssd-export --trt"
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise MfssdError(f"{path.name} has no metadata file {side.name}: {fix}")
+    try:
+        meta = json.loads(side.read_text())
+    except ValueError:
+        raise MfssdError(f"{side} is not valid JSON (corrupt?): {fix}") from None
+    for key in ("tensorrt_version", "gpu_name", "compute_capability", "config", "layout"):
+        if not isinstance(meta, dict) or key not in meta:
+            raise MfssdError(f"{side.name} lacks {key!r}: {fix}")
+    return parse_meta(meta, side.name, fix, ENGINE_PRECISIONS)
+
+
+def _varint(f: Any) -> int | None:
+    shift = value = 0
+    while True:
+        b = f.read(1)
+        if not b:
+            return None
+        value |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _onnx_property(path: Path) -> str | None:
+    """ModelProto.metadata_props (field 14: StringStringEntryProto key=1, value=2) read off the wire, the
+    graph and its weights skipped by seeking: the lean install has no onnx package, and building an
+    inference session just to read a string costs seconds and memory."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            while (key := _varint(f)) is not None:
+                field_no, wire = key >> 3, key & 7
+                if wire == 0:
+                    _varint(f)
+                elif wire in (1, 5):
+                    f.seek(8 if wire == 1 else 4, 1)
+                elif wire == 2:
+                    n = _varint(f)
+                    if n is None:
+                        raise ValueError("truncated")
+                    if field_no != 14:
+                        if f.seek(n, 1) > size:
+                            raise ValueError("truncated")
+                        continue
+                    entry, k, v = io.BytesIO(f.read(n)), None, None
+                    while (ek := _varint(entry)) is not None:
+                        m = _varint(entry) or 0
+                        data = entry.read(m)
+                        k, v = (data.decode(), v) if ek >> 3 == 1 else (k, data.decode() if ek >> 3 == 2 else v)
+                    if k == METADATA_KEY:
+                        return v
+                else:
+                    raise ValueError(f"wire type {wire}")
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise MfssdError(
+            f"{path.name} is not a readable ONNX file ({exc}; damaged or truncated?): re-export it"
+        ) from None
+    return None
+
+
+def _openvino_property(path: Path) -> str | None:
+    """rt_info/framework/mfssd of an OpenVINO IR .xml (OpenVINO's ONNX frontend keeps the property there)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        raise MfssdError(f"{path.name}: not a readable OpenVINO IR (damaged?): re-convert it") from None
+    node = root.find(f"./rt_info/framework/{METADATA_KEY}")
+    return None if node is None else node.get("value")

@@ -116,3 +116,36 @@ def test_artifact_meta_is_the_one_reader_and_writer() -> None:
     assert ArtifactMeta.parse(engine, "m.engine.json").to_dict() == engine
     with pytest.raises(MfssdError, match=r"m\.onnx: its 'mfssd' metadata lacks 'config'"):
         ArtifactMeta.parse({"layout": "raw"}, "m.onnx")
+
+
+def test_read_meta_is_the_one_reader_and_agrees_with_onnx(tmp_path: Path) -> None:
+    """artifacts.read_meta reads the property off the file's protobuf fields: the same dict as the onnx
+    package's own parser gives, for every bundled file, in a process that imports neither onnx, ONNX
+    Runtime, OpenVINO nor torch; a truncated file and a foreign one are refused in one line."""
+    import subprocess
+    import sys
+
+    from mfssd_deploy.artifacts import kind_of, parse_meta, read_meta
+    from mfssd_deploy.demo_assets import DEMO_ONNX, DEMO_ONNX_INT8
+
+    for path in (DEMO_ONNX, DEMO_ONNX_INT8):
+        ref = next(p.value for p in onnx.load(str(path)).metadata_props if p.key == "mfssd")
+        assert read_meta(path) == parse_meta(ref, path.name)
+        assert kind_of(path) == "onnx"
+    code = ("import sys; from mfssd_deploy.artifacts import read_meta; from mfssd_deploy.demo_assets import DEMO_ONNX;"
+            " m = read_meta(DEMO_ONNX); print(m['layout'], sorted({'onnx', 'onnxruntime', 'openvino', 'torch'}"
+            " & set(sys.modules)))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "end2end []", out
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(DEMO_ONNX.read_bytes()[:5000])
+    with pytest.raises(MfssdError, match="not a readable ONNX file"):
+        read_meta(cut)
+    foreign = tmp_path / "foreign.onnx"
+    m = onnx.load(str(DEMO_ONNX))
+    del m.metadata_props[:]
+    onnx.save(m, str(foreign))
+    with pytest.raises(MfssdError, match="has no 'mfssd' metadata"):
+        read_meta(foreign)
+    with pytest.raises(MfssdError, match="not a model file"):
+        kind_of(tmp_path / "x.tflite")

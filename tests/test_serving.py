@@ -431,7 +431,7 @@ def test_a_bad_start_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
     busy.listen()
     cases = {
         "missing model": ([str(tmp_path / "missing.onnx")], "model not found"),
-        "corrupt model": ([str(corrupt)], "is not a loadable ONNX model"),
+        "corrupt model": ([str(corrupt)], "is not a readable ONNX file"),
         "model fails inside the server": ([str(DEMO_ONNX), "--backend", "bogus"], "failed to load"),
         "port in use": ([str(DEMO_ONNX), "--http-port", str(busy.getsockname()[1])], "already in use"),
     }

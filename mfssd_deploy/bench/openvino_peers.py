@@ -53,11 +53,10 @@ class OpenVinoPeer:
 
 
 def file_meta(path: Path) -> dict[str, Any]:
-    """An ONNX file's `mfssd` metadata through OpenVINO's reader: no ONNX Runtime session (its memory would
-    count in the peer's), no graph compiled."""
-    from mfssd_deploy.runtime.backends.openvino_backend import read_onnx, read_openvino_meta
+    """An ONNX file's `mfssd` metadata, read off the file (no session, nothing compiled)."""
+    from mfssd_deploy.artifacts import read_meta
 
-    return read_openvino_meta(read_onnx(path), path)
+    return read_meta(path)
 
 
 def nncf_quantized(fp32_onnx: Path, calib_dir: Path, cache: Path, cfg: ModelConfig) -> Path:

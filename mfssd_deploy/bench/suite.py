@@ -138,15 +138,14 @@ def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None,
 
 
 def _format_of(path: Path) -> str:
-    if path.suffix == ".engine":
-        return "engine"
-    if path.suffix == ".pt":
-        return "eager"
-    if path.suffix != ".onnx":
-        raise MfssdError(f"{path}: benchmark a .pt, .onnx or .engine file")
-    from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from mfssd_deploy.artifacts import kind_of, read_meta
 
-    meta = OnnxRuntimeBackend(path).meta
+    kind = kind_of(path)
+    if kind in ("engine", "checkpoint"):
+        return "engine" if kind == "engine" else "eager"
+    if kind != "onnx":
+        raise MfssdError(f"{path}: benchmark a .pt, .onnx or .engine file")
+    meta = read_meta(path)  # off the file: no inference session just to read a string
     return onnx_kind(meta.get("precision", "fp32"), meta["layout"]).name
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mfssd_deploy.artifacts import onnx_kind
+from mfssd_deploy.artifacts import onnx_kind, read_meta
 
 log = logging.getLogger("mfssd_deploy.export")
 Echo = Callable[[str], None]  # where the steps' one-line reports go (the CLI: print)
@@ -84,8 +84,7 @@ def onnx_report(path: Path, name: str | None = None) -> dict[str, Any]:
     NAME.int8.end2end.onnx, on the board that will run the engine): layout and precision from the file's own
     `mfssd` metadata; no checkpoint, no torch. NAME is the file name less its kind's suffix, so the engine is
     named as a build from the checkpoint names it (engines/NAME.end2end.int8.engine)."""
-    from mfssd_deploy.artifacts import parse_meta
-    from mfssd_deploy.errors import MfssdError, require
+    from mfssd_deploy.errors import require
     from mfssd_deploy.runtime.backends.tensorrt_cuda import LEAN_EXTRA
 
     onnx = require("onnx", LEAN_EXTRA, "building a TensorRT engine from an ONNX file (its parser check)")
@@ -93,15 +92,8 @@ def onnx_report(path: Path, name: str | None = None) -> dict[str, Any]:
         from mfssd_deploy.demo_assets import model_not_found
 
         raise model_not_found(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and others for a damaged file
-        raise MfssdError(f"{path} is not a readable ONNX file ({type(exc).__name__}): re-export it") from None
-    raw = next((p.value for p in model.metadata_props if p.key == "mfssd"), None)  # onnx_export.METADATA_KEY
-    if raw is None:
-        raise MfssdError(f"{path.name} has no 'mfssd' metadata (not exported by mfssd-export): export the "
-                         "checkpoint with mfssd-export, then build from its ONNX file")  # fmt: skip
-    meta = parse_meta(raw, path.name)
+    meta = read_meta(path)  # a damaged file is refused here, in one line
+    del onnx  # required above: the engine build's parser check needs it
     layout, precision = str(meta["layout"]), str(meta.get("precision", "fp32"))
     suffix = onnx_kind(precision, layout).suffix
     stem = path.name[: -len(suffix)] if path.name.endswith(suffix) and len(path.name) > len(suffix) else path.stem

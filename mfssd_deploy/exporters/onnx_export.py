@@ -13,14 +13,13 @@ import torch
 from torch import nn
 
 from mfssd_deploy import __version__
-from mfssd_deploy.artifacts import INPUT, OUTPUTS, ArtifactMeta, parse_meta
+from mfssd_deploy.artifacts import INPUT, METADATA_KEY, OUTPUTS, ArtifactMeta, proto_meta
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.end2end import append_end2end
 from mfssd_deploy.models import config_of
 from mfssd_deploy.priors import make_priors
 
-METADATA_KEY = "mfssd"
 MIN_OPSET, MAX_OPSET = 13, 20  # ReduceSum with axes input needs 13; TensorRT 8.5/8.6 parse up to 17
 
 
@@ -87,10 +86,8 @@ def set_metadata(model: onnx.ModelProto, meta: dict[str, Any]) -> None:
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
-    for p in model.metadata_props:
-        if p.key == METADATA_KEY:
-            return parse_meta(p.value, "the ONNX model")
-    raise MfssdError("the ONNX model has no 'mfssd' metadata: export it with mfssd-export")
+    """The metadata of an ONNX graph in memory (the exporter's own checks); files: artifacts.read_meta."""
+    return proto_meta(model, "the ONNX model")
 
 
 def to_end2end(raw: onnx.ModelProto, cfg: ModelConfig) -> onnx.ModelProto:

@@ -202,13 +202,13 @@ def _own_stem(out_dir: Path, name: str, sha: str, cfg: ModelConfig, explicit: bo
     (source sha256) or another input size under the default stem move this export to STEM-SHA8 (said on
     the console); an explicit --name that collides is refused. Re-exporting the same model rewrites its
     own files."""
-    from mfssd_deploy.exporters.onnx_export import read_metadata
+    from mfssd_deploy.artifacts import read_meta
 
     def foreign(stem: str) -> Path | None:
         for f in sorted(out_dir.glob(f"{stem}.*onnx")):
             try:
-                meta = read_metadata(onnx.load(str(f), load_external_data=False))
-            except Exception:  # unreadable or foreign: not ours to write over
+                meta = read_meta(f)
+            except MfssdError:  # unreadable or foreign: not ours to write over
                 return f
             if meta.get("source_sha256") != sha or ModelConfig.from_dict(meta["config"]).input_wh != cfg.input_wh:
                 return f

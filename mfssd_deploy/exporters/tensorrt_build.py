@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mfssd_deploy.artifacts import ENGINE_PRECISIONS, INPUT
+from mfssd_deploy.artifacts import ENGINE_PRECISIONS, INPUT, METADATA_KEY, read_meta, sidecar_path
 from mfssd_deploy.errors import MfssdError, MissingExtraError
 from mfssd_deploy.fileio import atomic_path, sha256_file, write_json
 from mfssd_deploy.runtime.backends.tensorrt_cuda import INSTALL
@@ -228,18 +228,7 @@ def gpu_info() -> tuple[str, tuple[int, int]]:
     return info.name, info.capability
 
 
-# The key of the `mfssd` metadata in an ONNX file (exporters/onnx_export.py METADATA_KEY, which imports torch).
-ONNX_METADATA_KEY = "mfssd"
-
-
-def onnx_metadata(model: Any, where: str) -> dict[str, Any]:
-    """The `mfssd` metadata of a loaded ONNX model, validated (artifacts.parse_meta), without torch."""
-    from mfssd_deploy.artifacts import parse_meta
-
-    for p in model.metadata_props:
-        if p.key == ONNX_METADATA_KEY:
-            return parse_meta(p.value, where)
-    raise MfssdError(f"{where} has no 'mfssd' metadata: export it with mfssd-export")
+ONNX_METADATA_KEY = METADATA_KEY  # kept for callers of the old name; artifacts.METADATA_KEY is the one key
 
 
 def timing_cache_path(folder: Path, version: str, gpu: tuple[str, tuple[int, int]]) -> Path:
@@ -396,7 +385,7 @@ def build_engine(req: BuildRequest, gpu: tuple[str, tuple[int, int]] | None = No
             f"{src.name} will not parse in TensorRT {version}: {problems[0]} ({len(problems)} problems; "
             f"see mfssd-export --check-trt {version})"
         )
-    meta = onnx_metadata(model, src.name)
+    meta = read_meta(src)
     from mfssd_deploy.config import input_wh_of
 
     width, height = input_wh_of(meta["config"]["input_size"])  # a side, or (W, H) at native resolution
@@ -461,5 +450,5 @@ def build_engine(req: BuildRequest, gpu: tuple[str, tuple[int, int]] | None = No
         "workspace_gb": req.workspace_gb,
         **req.extra_meta,
     }
-    write_json(req.out.with_name(req.out.name + ".json"), engine_meta)
+    write_json(sidecar_path(req.out), engine_meta)
     return engine_meta

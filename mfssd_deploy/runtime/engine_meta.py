@@ -6,14 +6,13 @@ elsewhere fails deep inside TensorRT or, worse, behaves wrongly. We refuse first
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mfssd_deploy.artifacts import ENGINE_PRECISIONS, parse_meta
+from mfssd_deploy.artifacts import read_meta
 from mfssd_deploy.errors import MfssdError, MissingExtraError
 
 log = logging.getLogger("mfssd_deploy")
@@ -42,19 +41,7 @@ def read_engine_meta(engine: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(engine)
     if not path.is_file():
         raise MfssdError(f"engine not found: {path}")
-    meta_path = path.with_name(path.name + ".json")
-    if not meta_path.is_file():
-        raise MfssdError(f"{path.name} has no metadata file {meta_path.name}: rebuild it with mfssd-export --trt")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as exc:
-        raise MfssdError(
-            f"{meta_path} is not valid JSON (corrupt?): rebuild the engine with mfssd-export --trt"
-        ) from exc
-    for key in ("tensorrt_version", "gpu_name", "compute_capability", "config", "layout"):
-        if not isinstance(meta, dict) or key not in meta:
-            raise MfssdError(f"{meta_path.name} lacks {key!r}: rebuild the engine with mfssd-export --trt")
-    return parse_meta(meta, meta_path.name, "rebuild the engine with mfssd-export --trt", ENGINE_PRECISIONS)
+    return read_meta(path)  # the sidecar NAME.engine.json, through the contract's one reader
 
 
 def check_engine_compat(

@@ -250,50 +250,35 @@ def _write(repo: Path, name: str, source: Path, filename: str, config: str,
 
 def add_onnx(repo: Path, onnx_path: Path, opts: TritonOptions) -> Path:
     """DIR/NAME/{config.pbtxt, 1/model.onnx} for an exported ONNX file (metadata read from the file)."""
-    import onnx
+    from mfssd_deploy.artifacts import read_meta
 
-    from mfssd_deploy.artifacts import parse_meta
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    raw = next((p.value for p in model.metadata_props if p.key == "mfssd"), None)
-    if raw is None:
-        raise MfssdError(f"{onnx_path} has no 'mfssd' metadata: export it with mfssd-export")
-    meta = parse_meta(raw, str(onnx_path))
+    meta = read_meta(onnx_path)
     name = model_name(onnx_path)
     return _write(repo, name, onnx_path, "model.onnx", config_pbtxt(name, meta, "onnxruntime_onnx", opts))
 
 
 def add_engine(repo: Path, engine_path: Path, opts: TritonOptions) -> Path:
     """DIR/NAME/{config.pbtxt, 1/model.plan} for a TensorRT engine; max_batch_size from its profile."""
-    from mfssd_deploy.runtime.engine_meta import read_engine_meta
+    from mfssd_deploy.artifacts import read_meta
 
-    meta = read_engine_meta(engine_path)
+    meta = read_meta(engine_path)
     name = model_name(engine_path)
     eopts = _engine_batching(engine_path, meta, opts)
     return _write(repo, name, engine_path, "model.plan", config_pbtxt(name, meta, "tensorrt_plan", eopts))
 
 
 def artifact_meta(path: Path) -> dict[str, Any]:
-    """The `mfssd` metadata of any artifact the Detector runs: an engine's sidecar (no GPU needed), an ONNX
-    file's property (read by ONNX Runtime: no onnx package needed), a checkpoint's config (torch)."""
+    """The `mfssd` metadata of any artifact the Detector runs (artifacts.read_meta: an engine's sidecar, an
+    ONNX file's property, a checkpoint's config), never an inference session."""
     if not path.is_file():
         from mfssd_deploy.demo_assets import model_not_found
 
         raise model_not_found(path)
-    suffix = path.suffix.lower()
-    if suffix == ".engine":
-        from mfssd_deploy.runtime.engine_meta import read_engine_meta
+    from mfssd_deploy.artifacts import kind_of, read_meta
 
-        return read_engine_meta(path)
-    if suffix == ".onnx":
-        from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, "cpu").meta
-    if suffix == ".pt":
-        from mfssd_deploy.runtime.backends.torch_backend import TorchBackend
-
-        return TorchBackend(path, "cpu").meta
-    raise MfssdError(f"{path}: unknown model type {path.suffix!r}; pass a .onnx, .engine or .pt file")
+    if kind_of(path) == "openvino":
+        raise MfssdError(f"{path}: serve the ONNX file the IR was converted from (.onnx, .engine or .pt)")
+    return read_meta(path)
 
 
 def _engine_batching(path: Path, meta: dict[str, Any], opts: TritonOptions) -> TritonOptions:
@@ -317,7 +302,9 @@ def add_python(repo: Path, artifact: Path, opts: TritonOptions, py: PythonModelO
     extra: dict[str, str | Path] = {}
     if artifact.suffix.lower() == ".engine":
         opts = _engine_batching(artifact, meta, opts)
-        extra[artifact.name + ".json"] = artifact.with_name(artifact.name + ".json")
+        from mfssd_deploy.artifacts import sidecar_path
+
+        extra[artifact.name + ".json"] = sidecar_path(artifact)
     from mfssd_deploy import __version__
 
     roles = [(name, contract.TENSOR_ROLE)] + ([(contract.image_model_name(name), contract.IMAGE_ROLE)]

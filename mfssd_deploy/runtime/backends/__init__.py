@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from mfssd_deploy.artifacts import read_meta
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError, installed
 
@@ -81,9 +82,7 @@ def default_backend(path: Path, device: str, options: dict[str, Any] | None = No
         return forced
     if not installed("openvino"):
         return default
-    from mfssd_deploy.runtime.backends.openvino_backend import read_onnx, read_openvino_meta
-
-    meta = read_openvino_meta(read_onnx(path), path)
+    meta = read_meta(path)
     return "openvino" if meta.get("precision", "fp32") in OPENVINO_FASTER else default
 
 

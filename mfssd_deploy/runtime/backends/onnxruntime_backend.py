@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mfssd_deploy.artifacts import INPUT, onnx_kind
+from mfssd_deploy.artifacts import INPUT, onnx_kind, read_meta
 from mfssd_deploy.config import ModelConfig, input_wh_of
 from mfssd_deploy.errors import MfssdError
 
@@ -64,15 +64,6 @@ def choose_providers(
     return chosen
 
 
-def read_onnx_meta(session: Any, path: Path) -> dict[str, Any]:
-    from mfssd_deploy.artifacts import parse_meta
-
-    raw = session.get_modelmeta().custom_metadata_map.get("mfssd")
-    if raw is None:
-        raise MfssdError(f"{path} has no 'mfssd' metadata: export it with mfssd-export")
-    return parse_meta(raw, str(path))
-
-
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -100,21 +91,18 @@ class OnnxRuntimeBackend:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            # On CPU one session does it all. On CUDA the provider options depend on the precision in
-            # the metadata, so a CPU session reads it first (its cost is small next to a TensorRT build).
+            # On CUDA the provider options depend on the precision in the metadata, read from the file.
             if device == "cpu":
                 providers = choose_providers("cpu", [], {}, None, provider_options or {})
             else:
-                probe = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
                 providers = choose_providers(
                     device,
                     ort.get_available_providers(),
-                    read_onnx_meta(probe, p),
+                    read_meta(p),
                     trt_cache_dir,
                     provider_options or {},
                     max_batch,
                 )
-                del probe
             self.session = ort.InferenceSession(
                 str(p), so, providers=[n for n, _ in providers], provider_options=[o for _, o in providers]
             )
@@ -122,7 +110,7 @@ class OnnxRuntimeBackend:
             raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for damaged files
             raise MfssdError(f"{p} is not a loadable ONNX model ({type(exc).__name__}: {str(exc)[:120]})") from exc
-        self.meta = read_onnx_meta(self.session, p)
+        self.meta = read_meta(p)
         self.config = ModelConfig.from_dict(self.meta["config"])
         self.layout = str(self.meta["layout"])
         self.device = device

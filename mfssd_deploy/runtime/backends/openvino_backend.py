@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mfssd_deploy.artifacts import INPUT, OUTPUTS
+from mfssd_deploy.artifacts import INPUT, OUTPUTS, read_meta
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError, require
 
@@ -56,16 +56,6 @@ def read_onnx(path: Path) -> Any:
         return frontend.convert(frontend.load(str(path)))
     except Exception as exc:  # OpenVINO raises GeneralFailure / RuntimeError for unreadable files
         raise MfssdError(f"{path} is not a loadable ONNX model ({type(exc).__name__}: {_summary(exc)})") from exc
-
-
-def read_openvino_meta(model: Any, path: Path) -> dict[str, Any]:
-    """The `mfssd` ONNX metadata property, which OpenVINO's ONNX frontend puts in rt_info["framework"]."""
-    from mfssd_deploy.artifacts import parse_meta
-
-    key = ["framework", "mfssd"]
-    if not model.has_rt_info(key):
-        raise MfssdError(f"{path} has no 'mfssd' metadata: export it with mfssd-export")
-    return parse_meta(str(model.get_rt_info(key).astype(str)), str(path))
 
 
 class OpenVinoBackend:
@@ -108,8 +98,8 @@ class OpenVinoBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)
         model = read_onnx(p)
-        # Metadata first: a foreign ONNX is refused before a compile that might fail for another reason.
-        self.meta = read_openvino_meta(model, p)
+        # Metadata before the compile: a foreign ONNX is refused before a compile that might fail otherwise.
+        self.meta = read_meta(p)
         self.config = ModelConfig.from_dict(self.meta["config"])
         self.layout = str(self.meta["layout"])
         inputs = [i.get_any_name() for i in model.inputs]
