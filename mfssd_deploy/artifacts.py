@@ -213,9 +213,7 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         return _engine_sidecar(p)
     raw = _onnx_property(p) if kind == "onnx" else _openvino_property(p)
     if raw is None:
-        raise MfssdError(
-            f"{p} has no 'mfssd' metadata (not exported by mfssd-export): export it with mfssd-export"
-        )
+        raise MfssdError(f"{p} has no 'mfssd' metadata (not exported by mfssd-export): export it with mfssd-export")
     return parse_meta(raw, str(p))
 
 

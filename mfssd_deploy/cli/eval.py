@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mfssd_deploy.cli import HelpFormatter, run_cli
-from mfssd_deploy.cli.options import RUNTIME_RULE
+from mfssd_deploy.cli.options import RUNTIME_RULE, DataArgs
 from mfssd_deploy.errors import MfssdError
 
 
@@ -33,6 +33,12 @@ def format_result(res: dict[str, Any]) -> str:
         lines.append(
             "COCO: " + "  ".join(f"{k} {c[k]:.4f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"))
         )
+        from mfssd_deploy.evaluation.coco import AITOD_BUCKETS
+
+        if all(k in c for k in AITOD_BUCKETS):
+            lines.append("AI-TOD buckets (sqrt area): " + "  ".join(
+                f"{k} ({lo:g}-{hi:g} px) {c[k]:.4f}" if hi < 1e5 else f"{k} (> {lo:g} px) {c[k]:.4f}"
+                for k, (lo, hi) in AITOD_BUCKETS.items()))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -44,16 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--detections", help="score a COCO results file (e.g. from examples/folder_to_json.py) instead")
     ap.add_argument("--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)")
     ap.add_argument("--split", default="val", help="dataset split")
-    ap.add_argument("--classes", help="a VOC folder's class list: 'voc' or a text file, one name per line "
-                    "(default: classes.txt/labels.txt beside the annotations, else the names in the XML files, "
-                    "sorted); the model's classes are matched to the dataset's by name")  # fmt: skip
     ap.add_argument("--json", help="write the result (contract: voc07_map, coco, per_class) to this file")
     ap.add_argument("--batch", type=int, help="images (or tiles) per inference call (default: 8; a TensorRT engine: "
                     "the largest batch of its profile)")  # fmt: skip
     ap.add_argument("--max-images", type=int, help="evaluate the first N images only")
     ap.add_argument("--conf", type=float, help="score threshold (default: the model's, 0.01)")
     ap.add_argument("--iou", type=float, help="NMS IoU (default: the model's, 0.45)")
-    ap.add_argument("--max-det", type=int, help="detections per image (default: the model's, 200)")
+    ap.add_argument("--max-det", "--max-dets", dest="max_det", type=int,
+                    help="detections per image, for the model and for COCO's maxDets alike (default: the model's "
+                         "200 and COCO's 100; a VisDrone dataset: 500, the benchmark's)")  # fmt: skip
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--no-coco", action="store_true",
                     help="VOC metrics only (without pycocotools COCO AP is skipped anyway, with a note)")  # fmt: skip
@@ -61,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mfssd_deploy.cli.detect import add_tiling_arguments
 
     add_tiling_arguments(ap)
+    DataArgs.add(ap)
     return ap
 
 
@@ -91,16 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     tiling_from_args(args, 300)  # bad tiling settings fail before the dataset is read
     if args.detections and args.tile:
         raise MfssdError("--tile applies to --model; --detections scores a results file as it is")
-    source = open_dataset(args.data, args.split, args.classes)
+    source = open_dataset(args.data, args.split, args.classes, args.format)
     coco = _want_coco(args.no_coco)
+    max_dets = args.max_det
+    from mfssd_deploy.data import visdrone
+
+    if max_dets is None and source.class_names == visdrone.CLASSES:
+        max_dets = visdrone.MAX_DETS
+        print(f"note: VisDrone is scored with up to {max_dets} detections per image (--max-dets N changes it)",
+              file=sys.stderr)  # fmt: skip
     if args.detections:
         source = source.require_content("scoring", images=False)
-        res = score_detections(source, load_coco_results(args.detections, source), coco=coco)
+        res = score_detections(source, load_coco_results(args.detections, source), coco=coco, max_dets=max_dets)
         res["detections"] = str(args.detections)
     else:
         model_path = Path(args.model) if args.model else default_model()
         det = Detector(
-            model_path, device=args.device, conf=args.conf, iou=args.iou, max_det=args.max_det, batch_size=args.batch
+            model_path, device=args.device, conf=args.conf, iou=args.iou, max_det=max_dets, batch_size=args.batch
         )
         det.tiling = tiling_from_args(args, det.config.input_size)
         res = evaluate(
@@ -111,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             max_images=args.max_images,
             coco=coco,
             progress=not args.no_progress,
+            max_dets=max_dets,
         )
         res["model"] = str(model_path)
         res["tiling"] = det.tiling.to_dict() if det.tiling else None

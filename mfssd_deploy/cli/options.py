@@ -131,3 +131,20 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
     if getattr(args, "engines_dir", None) is not None:
         kw["engines_dir"] = Path(args.engines_dir)
     return EngineOptions(**kw)
+
+
+class DataArgs:
+    """How a dataset folder is read: --format (one of data.sources.LAYOUTS, found from the folder unless
+    given) and --classes (a VOC folder's class list). Shared by every command that takes a dataset."""
+
+    @staticmethod
+    def add(ap: Parser) -> None:
+        from mfssd_deploy.data.sources import LAYOUTS
+
+        group = ap.add_argument_group("dataset layout") if isinstance(ap, argparse.ArgumentParser) else ap
+        group.add_argument("--format", choices=list(LAYOUTS),
+                           help="the dataset's layout (default: found from the folder; "
+                           + "; ".join(f"{k}: {v.looks_like}" for k, v in LAYOUTS.items()) + ")")  # fmt: skip
+        group.add_argument("--classes", help="a VOC folder's class list: 'voc' or a text file, one name per line "
+                           "(default: classes.txt/labels.txt beside the annotations, VOC's 20 for VOC2007/VOC2012, "
+                           "else the names in the XML files, sorted); classes are always matched by name")  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mfssd_deploy.cli import run_cli
+from mfssd_deploy.cli.options import DataArgs
 from mfssd_deploy.errors import MfssdError
 
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-images", type=int, help="score on the first N val images only (faster search)")
     ap.add_argument("--json", help="write the report to this file")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (the search runs without them)")
+    DataArgs.add(ap)
     return ap
 
 
@@ -142,7 +144,7 @@ def _accuracy_line(model: Any, pruned: Any, args: argparse.Namespace) -> dict[st
     from mfssd_deploy.data.sources import open_dataset
     from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
 
-    source = open_dataset(args.val, "val")
+    source = open_dataset(args.val, "val", args.classes, args.format)
     names = model.config.class_names
     maps = {k: evaluate(torch_predictor(m), source, class_names=names, max_images=args.eval_images, coco=False,
                         progress=False)["voc07_map"] for k, m in (("before", model), ("after", pruned))}  # fmt: skip
@@ -159,7 +161,7 @@ def accuracy_search(src: Path, model: Any, args: argparse.Namespace) -> tuple[An
     from mfssd_deploy.prune import prune_model
     from mfssd_deploy.train.loop import TrainOptions, train
 
-    source = open_dataset(args.val, "val")
+    source = open_dataset(args.val, "val", args.classes, args.format)
     names = model.config.class_names
     base = evaluate(torch_predictor(model), source, class_names=names, max_images=args.eval_images, coco=False,
                     progress=False)["voc07_map"]  # fmt: skip
@@ -173,6 +175,7 @@ def accuracy_search(src: Path, model: Any, args: argparse.Namespace) -> tuple[An
             cand = prune_model(model, ratio=ratio, round_to=args.round_to)
             ckpt = save_checkpoint(Path(tmp) / f"r{step}.pt", cand.model)
             train(TrainOptions(data=str(args.val), out=str(Path(tmp) / f"ft{step}"), finetune=str(ckpt),
+                               classes=args.classes, format=args.format,
                                epochs=args.search_epochs, val_split=None, progress=False, warmup=0.05))  # fmt: skip
             from mfssd_deploy.checkpoint import load_model
 

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from mfssd_deploy.cli import HelpFormatter, run_cli
+from mfssd_deploy.cli.options import DataArgs
 from mfssd_deploy.config import PRESETS, VARIANTS
 from mfssd_deploy.errors import MfssdError
 
@@ -21,9 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--data", required=True, help="dataset root: annotations/SPLIT.json (COCO format), COCO 2017, or VOC"
     )
-    ap.add_argument("--classes", help="a VOC folder's class list: 'voc' or a text file, one name per line "
-                    "(default: classes.txt or labels.txt beside the annotations, else the names found in the "
-                    "XML files, sorted); classes are always matched by name")  # fmt: skip
     ap.add_argument("--out", help="folder for last.pt, best.pt and log.jsonl; one that already holds a run is "
                     "refused (default: runs/train, or the first free runs/train2, runs/train3, ...)")  # fmt: skip
     ap.add_argument("--variant", default="mfssd_bn", choices=(*VARIANTS, *PRESETS),
@@ -71,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("--json", help="write the run summary (history, best mAP) to this file")
+    DataArgs.add(ap)
     return ap
 
 
@@ -116,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         finetune=args.finetune,
         new_head=args.new_head,
         classes=args.classes,
+        format=args.format,
         init_vgg=args.init_vgg,
         eval_every=args.eval_every,
         eval_images=args.eval_images,

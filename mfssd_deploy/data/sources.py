@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -277,40 +277,132 @@ def load_voc(root: str | os.PathLike[str], split: str, class_names: Sequence[str
     return Source(f"{root.name}-{split}", tuple(class_names), records, skipped)
 
 
-def open_dataset(
-    path: str | os.PathLike[str], split: str = "val", classes: str | os.PathLike[str] | None = None
-) -> Source:
-    """Find the annotations of `split` under `path`:
-
-    - our synthetic / COCO-like layout: PATH/annotations/SPLIT.json with images in PATH/SPLIT/;
-    - COCO 2017: PATH/annotations/instances_SPLIT2017.json with images in PATH/SPLIT2017/;
-    - a VOC year folder (PATH/ImageSets/Main/SPLIT.txt) or a VOCdevkit holding VOC2007;
-    - a COCO JSON file itself, images in a folder named like the split next to it.
-
-    `classes` ('voc' or a class-list file) is a VOC layout's class list (see voc_class_names); a COCO
-    file names its own categories, so `classes` is refused there rather than silently ignored.
-    """
-    p = Path(path)
-    coco: tuple[Path, Path] | None = None
+def _coco_files(p: Path, split: str) -> tuple[Path, Path] | None:
+    """(annotation file, image folder) of a COCO-format split under p, or None."""
     if p.is_file() and p.suffix == ".json":
-        coco = (p, p.parent.parent / split if p.parent.name == "annotations" else p.parent)
-    elif not p.exists():
-        raise MfssdError(f"dataset not found: {p}")
+        return p, (p.parent.parent / split if p.parent.name == "annotations" else p.parent)
     for ann, imgs in (
         (p / "annotations" / f"{split}.json", p / split),
         (p / "annotations" / f"instances_{split}2017.json", p / f"{split}2017"),
     ):
-        if coco is None and ann.is_file():
-            coco = (ann, imgs)
-    if coco is not None:
-        if classes is not None:
-            raise MfssdError(f"--classes applies to VOC folders; {coco[0]} names its own categories")
-        return load_coco(*coco)
-    if (p / "ImageSets" / "Main").is_dir():
-        return load_voc(p, split, voc_class_names(p, classes))
-    if (p / "VOC2007" / "ImageSets" / "Main").is_dir():
-        return load_voc(p / "VOC2007", split, voc_class_names(p / "VOC2007", classes))
-    raise MfssdError(
-        f"no {split!r} annotations under {p}: expected annotations/{split}.json (COCO format), "
-        f"annotations/instances_{split}2017.json, or a VOC folder with ImageSets/Main/{split}.txt"
+        if ann.is_file():
+            return ann, imgs
+    return None
+
+
+def _voc_root(p: Path) -> Path | None:
+    for root in (p, p / "VOC2007"):
+        if (root / "ImageSets" / "Main").is_dir():
+            return root
+    return None
+
+
+def _load_coco(p: Path, split: str, classes: str | os.PathLike[str] | None) -> Source:
+    files = _coco_files(p, split)
+    if files is None:
+        raise MfssdError(f"no COCO annotations for {split!r} under {p}: expected annotations/{split}.json "
+                         f"or annotations/instances_{split}2017.json")  # fmt: skip
+    if classes is not None:
+        raise MfssdError(f"--classes applies to VOC folders; {files[0]} names its own categories")
+    return load_coco(*files)
+
+
+def _load_voc(p: Path, split: str, classes: str | os.PathLike[str] | None) -> Source:
+    root = _voc_root(p)
+    if root is None:
+        raise MfssdError(f"{p} is not a VOC folder: expected ImageSets/Main/{split}.txt (or VOC2007/ inside)")
+    return load_voc(root, split, voc_class_names(root, classes))
+
+
+def _load_yolo(p: Path, split: str, classes: str | os.PathLike[str] | None) -> Source:
+    from mfssd_deploy.data.yolo import load_yolo
+
+    if classes is not None:
+        raise MfssdError("--classes applies to VOC folders; a YOLO data.yaml names its classes")
+    return load_yolo(p, split)
+
+
+def _load_visdrone(p: Path, split: str, classes: str | os.PathLike[str] | None) -> Source:
+    from mfssd_deploy.data.visdrone import load_visdrone
+
+    if classes is not None:
+        raise MfssdError("--classes applies to VOC folders; VisDrone's ten classes are fixed")
+    return load_visdrone(p, split)
+
+
+def _is_yolo(p: Path, split: str) -> bool:
+    from mfssd_deploy.data.yolo import find_yaml
+
+    return find_yaml(p) is not None
+
+
+def _is_visdrone(p: Path, split: str) -> bool:
+    from mfssd_deploy.data.visdrone import is_visdrone
+
+    return is_visdrone(p)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One dataset layout: how a folder is recognised, how a split of it is read, and what it looks like."""
+
+    name: str
+    detect: Callable[[Path, str], bool]
+    load: Callable[[Path, str, str | os.PathLike[str] | None], Source]
+    looks_like: str
+
+
+# The dataset layouts --data reads, in the order they are tried (a new layout: a reader module and a row).
+LAYOUTS: dict[str, Layout] = {
+    lay.name: lay
+    for lay in (
+        Layout("coco", lambda p, s: _coco_files(p, s) is not None, _load_coco,
+               "annotations/SPLIT.json (+ SPLIT/), annotations/instances_SPLIT2017.json, or a COCO JSON file"),
+        Layout("voc", lambda p, s: _voc_root(p) is not None, _load_voc,
+               "ImageSets/Main/SPLIT.txt + Annotations/*.xml + JPEGImages/ (or a VOCdevkit holding VOC2007)"),
+        Layout("yolo", _is_yolo, _load_yolo, "data.yaml + images/SPLIT/ + labels/SPLIT/*.txt"),
+        Layout("visdrone", _is_visdrone, _load_visdrone, "*-DET-SPLIT/images/ + *-DET-SPLIT/annotations/*.txt"),
     )
+}  # fmt: skip
+
+
+def detect_layout(path: str | os.PathLike[str], split: str = "val") -> str:
+    """The one layout `path` holds; several (or none) is an error naming them and the --format way out."""
+    p = Path(path)
+    if not p.exists():
+        raise MfssdError(f"dataset not found: {p}")
+    found = [name for name, lay in LAYOUTS.items() if lay.detect(p, split)]
+    if len(found) > 1:
+        raise MfssdError(
+            f"{p} looks like {' and '.join(found)} datasets at once: pass --format {found[0]} (or another)"
+        )
+    if not found:
+        expected = "; ".join(f"{lay.name}: {lay.looks_like}" for lay in LAYOUTS.values())
+        raise MfssdError(f"no {split!r} annotations under {p}: expected one of these layouts: {expected}")
+    return found[0]
+
+
+def open_dataset(
+    path: str | os.PathLike[str],
+    split: str = "val",
+    classes: str | os.PathLike[str] | None = None,
+    format: str | None = None,
+) -> Source:
+    """The annotations of `split` under `path`, in any of LAYOUTS (found by detect_layout, or `format`):
+
+    - COCO format: PATH/annotations/SPLIT.json with images in PATH/SPLIT/ (what mfssd-data writes), COCO
+      2017 (annotations/instances_SPLIT2017.json, images in SPLIT2017/), or a COCO JSON file itself;
+    - Pascal VOC: a year folder (ImageSets/Main/SPLIT.txt) or a VOCdevkit holding VOC2007;
+    - YOLO: data.yaml with images/SPLIT/ and labels/SPLIT/ (data.yolo);
+    - VisDrone-DET: VisDrone2019-DET-SPLIT/{images,annotations} (data.visdrone).
+
+    `classes` ('voc' or a class-list file) is a VOC layout's class list (see voc_class_names); the other
+    layouts name their own classes, so `classes` is refused there rather than silently ignored.
+    """
+    p = Path(path)
+    if format is not None and format not in LAYOUTS:
+        raise MfssdError(f"--format {format!r}: choose one of {', '.join(LAYOUTS)}")
+    if not p.exists():
+        raise MfssdError(f"dataset not found: {p}")
+    name = format or detect_layout(p, split)
+    return LAYOUTS[name].load(p, split, classes)

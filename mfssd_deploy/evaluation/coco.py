@@ -13,6 +13,9 @@ from mfssd_deploy.data.sources import Source
 from mfssd_deploy.errors import require
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# AI-TOD's size buckets (tiny-object detection), by the square root of the box area, in pixels: very tiny
+# 2-8, tiny 8-16, small 16-32, and everything above 32 (AI-TOD's "medium" and larger), beside COCO's S/M/L.
+AITOD_BUCKETS: dict[str, tuple[float, float]] = {"APvt": (2, 8), "APt": (8, 16), "APs16": (16, 32), "APm32": (32, 1e5)}
 
 
 def coco_available() -> bool:
@@ -51,8 +54,11 @@ def gt_dict(source: Source) -> dict[str, Any]:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
-def coco_metrics(source: Source, detections: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """detections: image_id -> (boxes xyxy px, scores, 0-based labels)."""
+def coco_metrics(
+    source: Source, detections: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], max_dets: int | None = None
+) -> dict[str, float]:
+    """detections: image_id -> (boxes xyxy px, scores, 0-based labels). COCO's 12 numbers and the AI-TOD
+    buckets; `max_dets` replaces COCO's 100 detections per image (AR100 is then AR at max_dets)."""
     coco_mod = require("pycocotools.coco", "train", "COCO evaluation")
     eval_mod = require("pycocotools.cocoeval", "train", "COCO evaluation")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -72,12 +78,25 @@ def coco_metrics(source: Source, detections: dict[int, tuple[np.ndarray, np.ndar
                 }
             )
     if not results:
-        return dict.fromkeys(STAT_NAMES, 0.0)
+        return dict.fromkeys((*STAT_NAMES, *AITOD_BUCKETS), 0.0)
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
         ev = eval_mod.COCOeval(gt, dt, "bbox")
         ev.params.imgIds = sorted(detections)
+        if max_dets is not None:
+            ev.params.maxDets = [1, 10, int(max_dets)]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {k: float(v) for k, v in zip(STAT_NAMES, ev.stats, strict=True)}
+        out = {k: float(v) for k, v in zip(STAT_NAMES, ev.stats, strict=True)}
+        tod = eval_mod.COCOeval(gt, dt, "bbox")  # the same matching, AI-TOD's area ranges
+        tod.params.imgIds = ev.params.imgIds
+        tod.params.maxDets = ev.params.maxDets
+        tod.params.areaRng = [[0, 1e10], *([lo**2, hi**2] for lo, hi in AITOD_BUCKETS.values())]
+        tod.params.areaRngLbl = ["all", *AITOD_BUCKETS]
+        tod.evaluate()
+        tod.accumulate()
+    for a, key in enumerate(AITOD_BUCKETS, 1):  # what summarize() computes for an area range
+        p = tod.eval["precision"][:, :, :, a, -1]
+        out[key] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
+    return out

@@ -93,23 +93,30 @@ def evaluate(
     max_images: int | None = None,
     coco: bool = True,
     progress: bool = True,
+    max_dets: int | None = None,
 ) -> EvalResult:
-    """VOC07 11-point mAP (+ all-point) per class and overall; COCO AP family when `coco`.
+    """VOC07 11-point mAP (+ all-point) per class and overall; COCO AP family (and the AI-TOD buckets)
+    when `coco`, with `max_dets` detections per image (None: COCO's 100).
 
     `class_names` are the predictor's labels (a model's config.class_names): the dataset is matched to
     them by name (Source.aligned_to), so the same names in another order score correctly and other
     names are refused instead of scoring every class as another."""
     source = source.aligned_to(class_names, "the model").require_content("evaluation")
-    return score_detections(source, predict_source(predict, source, batch_size, max_images, progress), coco)
+    dets = predict_source(predict, source, batch_size, max_images, progress)
+    return score_detections(source, dets, coco, max_dets)
 
 
-def score_detections(source: Source, dets: dict[int, ImageDetections], coco: bool = True) -> EvalResult:
+def score_detections(
+    source: Source, dets: dict[int, ImageDetections], coco: bool = True, max_dets: int | None = None
+) -> EvalResult:
     """VOC07 mAP (+ all-point) and, with `coco`, the COCO AP family of detections keyed by image_id."""
     result = voc_metrics(source, dets)
     if coco:
         from mfssd_deploy.evaluation.coco import coco_metrics
 
-        result["coco"] = coco_metrics(source, dets)
+        result["coco"] = coco_metrics(source, dets, max_dets)
+        if max_dets is not None:
+            result["max_dets"] = int(max_dets)
     result["images"] = len(dets)
     return result
 

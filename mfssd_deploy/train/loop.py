@@ -58,6 +58,7 @@ class TrainOptions:
     finetune: str | None = None
     new_head: bool = False  # with finetune: keep the backbone, a fresh class head for the data's classes
     classes: str | None = None  # a VOC layout's class list ('voc' or a file); see data.sources.voc_class_names
+    format: str | None = None  # the dataset layout (data.sources.LAYOUTS); None: found from the folder
     init_vgg: str | None = None
     eval_every: int = 1
     eval_images: int | None = None
@@ -222,10 +223,10 @@ def _setup(opt: TrainOptions) -> tuple[_Run, int]:
     out = Path(opt.out) if opt.out else (Path(opt.resume).parent if opt.resume else fresh_run_dir("runs/train"))
     if d.main and not (opt.resume and Path(opt.resume).parent.resolve() == out.resolve()):
         _refuse_existing_run(out)
-    train_src = open_dataset(opt.data, opt.train_split, opt.classes).require_content("training")
+    train_src = open_dataset(opt.data, opt.train_split, opt.classes, opt.format).require_content("training")
     val_src = None
     if opt.val_split:
-        val_src = open_dataset(opt.data, opt.val_split, opt.classes).require_content("validation")
+        val_src = open_dataset(opt.data, opt.val_split, opt.classes, opt.format).require_content("validation")
     model, cfg, start_ckpt = _model_and_config(opt, train_src)
     train_src = train_src.aligned_to(cfg.class_names, "the model")  # labels in the model's order, by name
     if val_src is not None:
