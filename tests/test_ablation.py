@@ -51,10 +51,11 @@ def test_probe_rule_takes_the_largest_finite_rung() -> None:
     finally:
         sys.path.pop(0)
     probes = [{"variant": "ssd300_11620", "clip": None, "lr": 0.025, "finite": False},
-              {"variant": "ssd300_11620", "clip": None, "lr": 0.0125, "finite": True},
-              {"variant": "ssd300_11620", "clip": 35.0, "lr": 0.025, "finite": True},
+              {"variant": "ssd300_11620", "clip": None, "lr": 0.0125, "finite": True, "losses": [20.0, 9.0]},
+              {"variant": "ssd300_11620", "clip": 35.0, "lr": 0.025, "finite": True, "losses": [55.7, 531.1]},
+              {"variant": "ssd300_11620", "clip": 35.0, "lr": 0.0125, "finite": True, "losses": [30.0, 12.0]},
               {"variant": "fssd", "clip": None, "lr": 0.025, "finite": False}]  # fmt: skip
     assert LADDER[0] == 0.025 and list(LADDER) == sorted(LADDER, reverse=True)
     assert chosen_lr(probes, "ssd300_11620", None) == 0.0125
-    assert chosen_lr(probes, "ssd300_11620", 35.0) == 0.025
+    assert chosen_lr(probes, "ssd300_11620", 35.0) == 0.0125  # finite at 0.025 but climbing tenfold: unstable
     assert chosen_lr(probes, "fssd", None) is None

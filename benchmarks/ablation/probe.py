@@ -1,10 +1,12 @@
 """The divergence probe that fixes each variant's learning rate before any accuracy is seen.
 
 The protocol's rule (benchmarks/ablation/README.md): every variant trains with the same gradient-norm
-clipping and at the largest LR of a fixed ladder whose loss stays finite through the probe: the first
---steps optimizer steps of the real run's own schedule (same data, batch, warmup, epochs, seed 0), so
-the probe covers the whole warmup and some steps at the peak LR. Settings are tried top-down and a
-variant's ladder stops at its first finite rung; a setting already in probe.json is not run again.
+clipping and at the largest LR of a fixed ladder at which the probe is stable: the loss stays finite
+through the first --steps optimizer steps of the real run's own schedule (same data, batch, warmup,
+epochs, seed 0: the whole warmup and some steps at the peak LR), and its mean over the steps after the
+first epoch is no higher than over the first epoch (a loss that climbs tenfold while still finite is
+diverging, only slower). Settings are tried top-down and a variant's ladder stops at its first stable
+rung; a setting already in probe.json is not run again.
 
     python benchmarks/ablation/probe.py                       # with and without clipping
     python benchmarks/ablation/probe.py --clip 35 --variants ssd300_11620
@@ -89,17 +91,29 @@ def main() -> int:
                     tmp = path.with_suffix(".json.tmp")
                     tmp.write_text(json.dumps({"ladder": LADDER, "steps": args.steps, "probes": rows}, indent=1))
                     tmp.replace(path)
-                state = "finite" if row["finite"] else f"NaN at step {row['diverged_at_step']}"
-                print(f"{v:14s} clip {clip!s:5s} lr {lr:<9g} {state}  ({row['seconds']:.0f} s)", flush=True)
-                if row["finite"]:
+                print(f"{v:14s} clip {clip!s:5s} lr {lr:<9g} {describe(row)}  ({row['seconds']:.0f} s)", flush=True)
+                if stable(row):
                     break
     return 0
 
 
+def stable(row: dict[str, Any]) -> bool:
+    """Finite through the probe, and the loss after the first epoch no higher than during it."""
+    losses = row.get("losses") or []
+    return bool(row["finite"]) and (len(losses) < 2 or losses[-1] <= losses[0])
+
+
+def describe(row: dict[str, Any]) -> str:
+    if not row["finite"]:
+        return f"NaN at step {row['diverged_at_step']}"
+    first, last = row["losses"][0], row["losses"][-1]
+    return f"{'stable' if stable(row) else 'unstable'}: loss {first:.2f} in epoch 1, {last:.2f} after"
+
+
 def chosen_lr(probes: list[dict[str, Any]], variant: str, clip: float | None) -> float | None:
-    """The rule: the largest ladder LR at which the variant's probe stayed finite (None: none did)."""
-    finite = [r["lr"] for r in probes if r["variant"] == variant and r["clip"] == clip and r["finite"]]
-    return max(finite) if finite else None
+    """The rule: the largest ladder LR at which the variant's probe was stable (None: at none)."""
+    ok = [r["lr"] for r in probes if r["variant"] == variant and r["clip"] == clip and stable(r)]
+    return max(ok) if ok else None
 
 
 if __name__ == "__main__":

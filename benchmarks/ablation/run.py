@@ -127,7 +127,18 @@ def run_one(variant: str, seed: int, data: Path, args: argparse.Namespace) -> di
         cmd += ["--resume", str(out / "last.pt")]
     t0 = time.time()
     print(f"training {variant} seed {seed} -> {out}", flush=True)
-    subprocess.run(cmd, check=True)
+    with open(out / "train.stderr", "a") as err:
+        code = subprocess.run(cmd, stderr=err).returncode
+    if code != 0:
+        said = (out / "train.stderr").read_text()
+        if "loss became" not in said:
+            raise SystemExit(f"run.py: error: {variant} seed {seed} failed (exit {code}); see {out / 'train.stderr'}")
+        step = said.rsplit("loss became", 1)[1].split("\n", 1)[0].strip()
+        metrics = {"variant": variant, "seed": seed, "lr": lr, "clip_grad_norm": args.clip_grad_norm or None,
+                   "diverged": f"loss became {step}", "train_seconds": time.time() - t0}  # fmt: skip
+        done.write_text(json.dumps(metrics, indent=1))  # a result: this variant does not survive the protocol
+        print(f"{variant} seed {seed} diverged: loss became {step}", flush=True)
+        return metrics
     seconds = time.time() - t0 + _previous_seconds(out)
     (out / "time.json").write_text(json.dumps({"train_seconds": seconds}))
     ev = out / "eval.json"
@@ -174,11 +185,16 @@ def _metrics(variant: str, seed: int, out: Path, ev: dict[str, Any], seconds: fl
 def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for v in VARIANTS:
-        rs = [r for r in runs if r["variant"] == v]
+        every = [r for r in runs if r["variant"] == v]
+        rs = [r for r in every if not r.get("diverged")]
+        if not every:
+            continue
         if not rs:
+            out[v] = {"seeds": 0, "diverged": len(every), "lr": every[0].get("lr")}
             continue
         row: dict[str, Any] = {
             "seeds": len(rs),
+            "diverged": len(every) - len(rs),
             "params": rs[0]["params"],
             "params_full_width": rs[0]["params_full_width"],
             "gmacs": rs[0]["gmacs"],
@@ -210,10 +226,19 @@ def report_md(summ: dict[str, dict[str, Any]], runs: list[dict[str, Any]], proto
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for v, row in summ.items():
         p = PAPER[v]
+        if not row["seeds"]:
+            lines.append(f"| {LABELS[v]} | | {row.get('lr') or ''} | 0 ({row['diverged']} diverged) |"
+                         + " |" * (len(METRICS) + 4))  # fmt: skip
+            continue
+        seeds = f"{row['seeds']}" + (f" ({row['diverged']} diverged)" if row.get("diverged") else "")
         lines.append(f"| {LABELS[v]} | {row['params']:,} ({row['params_full_width']:,}) | {row.get('lr') or ''} "
-                     f"| {row['seeds']} | " + " | ".join(cell(row, m) for m in METRICS)
+                     f"| {seeds} | " + " | ".join(cell(row, m) for m in METRICS)
                      + f" | {cell(row, 'large_map50')} | {cell(row, 'large_APs')}"
                      + f" | {p['voc07'] or ''} | {p['coco_aps'] or ''} |")  # fmt: skip
+    diverged = [r for r in runs if r.get("diverged")]
+    if diverged:
+        lines += ["", "Diverged (no metrics): " + "; ".join(f"{LABELS[r['variant']]} seed {r['seed']}: "
+                                                         f"{r['diverged']}" for r in diverged)]  # fmt: skip
     total = sum(r["train_seconds"] for r in runs)
     lines += ["", f"{len(runs)} runs, {total / 3600:.2f} h of training in all."]
     return "\n".join(lines) + "\n"
