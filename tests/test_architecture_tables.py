@@ -1,0 +1,44 @@
+"""docs/architecture.md's "How to add ..." section, held to the tables it names: a listed file that
+does not exist, a table entry whose file is missing, or a layout the datasets guide leaves out fails."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "mfssd_deploy"
+
+
+def how_to_add() -> dict[str, list[str]]:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## How to add ...", 1)[1]
+    rows = {}
+    for line in section.splitlines():
+        m = re.match(r"\| (an? [^|]+?) \| (.+?) \| (.+?) \|$", line)
+        if m:
+            rows[m.group(1)] = re.findall(r"`([\w/]+\.py)`", m.group(2))
+    return rows
+
+
+def test_every_listed_file_exists() -> None:
+    rows = how_to_add()
+    assert set(rows) == {"a backend", "a dataset layout", "a metric", "an ONNX precision", "a model variant"}
+    for what, files in rows.items():
+        assert files, what
+        for f in files:
+            if "NAME" not in f:
+                assert (PKG / f).is_file(), (what, f)
+
+
+def test_tables_match_their_files() -> None:
+    from mfssd_deploy.config import BASE_WIDTHS, VARIANTS
+    from mfssd_deploy.data.sources import LAYOUTS
+    from mfssd_deploy.runtime.backends import REGISTRY
+
+    for name, entry in REGISTRY.items():
+        assert (PKG / "runtime" / "backends" / f"{entry.module}.py").is_file(), name
+    for name in LAYOUTS:
+        assert name in ("coco", "voc") or (PKG / "data" / f"{name}.py").is_file(), name
+        assert f"| `{name}` |" in (ROOT / "docs" / "datasets.md").read_text(), name
+    assert set(VARIANTS) == set(BASE_WIDTHS)
