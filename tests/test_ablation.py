@@ -47,7 +47,7 @@ def test_probe_rule_takes_the_largest_finite_rung() -> None:
     """The protocol's LR rule, as the runner reads it from probe.json."""
     sys.path.insert(0, str(ROOT / "benchmarks/ablation"))
     try:
-        from probe import LADDER, chosen_lr
+        from protocol import LADDER, chosen_lr
     finally:
         sys.path.pop(0)
     probes = [{"variant": "ssd300_11620", "clip": None, "lr": 0.025, "finite": False},

@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from protocol import CLIP, LADDER, describe, stable
 from run import HERE, VARIANTS, synthetic, tool
-
-LADDER = (0.025, 0.0125, 0.00625, 0.003125, 0.0015)
-CLIP = 35.0  # mmdetection's RetinaNet/FCOS recipe: grad_clip=dict(max_norm=35, norm_type=2)
 
 
 def parse() -> argparse.Namespace:
@@ -95,25 +93,6 @@ def main() -> int:
                 if stable(row):
                     break
     return 0
-
-
-def stable(row: dict[str, Any]) -> bool:
-    """Finite through the probe, and the loss after the first epoch no higher than during it."""
-    losses = row.get("losses") or []
-    return bool(row["finite"]) and (len(losses) < 2 or losses[-1] <= losses[0])
-
-
-def describe(row: dict[str, Any]) -> str:
-    if not row["finite"]:
-        return f"NaN at step {row['diverged_at_step']}"
-    first, last = row["losses"][0], row["losses"][-1]
-    return f"{'stable' if stable(row) else 'unstable'}: loss {first:.2f} in epoch 1, {last:.2f} after"
-
-
-def chosen_lr(probes: list[dict[str, Any]], variant: str, clip: float | None) -> float | None:
-    """The rule: the largest ladder LR at which the variant's probe was stable (None: at none)."""
-    ok = [r["lr"] for r in probes if r["variant"] == variant and r["clip"] == clip and stable(r)]
-    return max(ok) if ok else None
 
 
 if __name__ == "__main__":

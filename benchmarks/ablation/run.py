@@ -95,7 +95,7 @@ def variant_lr(variant: str, args: argparse.Namespace) -> float:
     """The protocol's LR for a variant: --lr if given, else the largest ladder rung its probe kept finite."""
     if args.lr is not None:
         return float(args.lr)
-    from probe import chosen_lr
+    from protocol import chosen_lr
 
     probe = Path(args.probe)
     if not probe.is_file():

@@ -24,7 +24,7 @@ import numpy as np
 
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.fileio import sha256_file
-from mfssd_deploy.runtime.preprocess import preprocess_batch
+from mfssd_deploy.geometry import Geometry
 
 log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 100
@@ -46,8 +46,7 @@ class OpenVinoPeer:
         return str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        c = self.cfg
-        x = preprocess_batch(images, c.input_size, c.mean, c.std, c.color)
+        x = Geometry(self.cfg).preprocess(images)
         out = self.request.infer({0: x})
         return [np.asarray(v) for v in out.values()]
 
@@ -74,7 +73,7 @@ def nncf_quantized(fp32_onnx: Path, calib_dir: Path, cache: Path, cfg: ModelConf
     files = list_images(calib_dir, CALIBRATION_IMAGES)
     log.info("quantizing %s with NNCF %s on %d images (once; cached in %s)", fp32_onnx.name, nncf.__version__,
              len(files), cache)  # fmt: skip
-    data = [preprocess_batch([read_image(f)], cfg.input_size, cfg.mean, cfg.std, cfg.color) for f in files]
+    data = [Geometry(cfg).preprocess([read_image(f)]) for f in files]
     model = nncf.quantize(ov.Core().read_model(str(fp32_onnx)), nncf.Dataset(data), subset_size=len(data))
     with tempfile.TemporaryDirectory(dir=cache, prefix=".nncf-") as tmp:
         tmp_xml = Path(tmp) / xml.name

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mfssd_deploy.boxes import box_iou, decode
-from mfssd_deploy.runtime.preprocess import preprocess_batch
+from mfssd_deploy.geometry import Geometry
 
 
 def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float, top_k: int = 200) -> torch.Tensor:
@@ -54,7 +54,7 @@ class EagerReferencePeer:
     @torch.inference_mode()
     def __call__(self, images: Sequence[np.ndarray]) -> list[list[tuple[int, float, list[float]]]]:
         c = self.cfg
-        x = torch.from_numpy(preprocess_batch(images, c.input_size, c.mean, c.std, c.color)).to(self.device)
+        x = torch.from_numpy(Geometry(c).preprocess(images)).to(self.device)
         loc, logits = self.model(x)
         scores = logits.softmax(-1)
         out = []

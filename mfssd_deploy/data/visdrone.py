@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mfssd_deploy.data.imagesize import image_size
+from mfssd_deploy.data.records import Source, _check_box, _record, _report
 from mfssd_deploy.errors import MfssdError
 
 CLASSES = ("pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor")
@@ -44,9 +44,7 @@ def is_visdrone(root: Path) -> bool:
     )
 
 
-def load_visdrone(root: str | os.PathLike[str], split: str) -> Any:
-    from mfssd_deploy.data.sources import Source, _check_box, _record, _report
-
+def load_visdrone(root: str | os.PathLike[str], split: str) -> Source:
     folder = split_folder(Path(root), split)
     if folder is None:
         like = f"VisDrone2019-DET-{SPLIT_FOLDERS.get(split, (split,))[0]}"

@@ -21,6 +21,7 @@ import numpy as np
 
 from mfssd_deploy.classes import check_unique
 from mfssd_deploy.data.imagesize import image_size
+from mfssd_deploy.data.records import Source, _check_box, _record, _report
 from mfssd_deploy.errors import MfssdError
 
 COORD_TOLERANCE = 1e-3  # normalised coordinates a rounding may push past 0 or 1
@@ -129,10 +130,8 @@ def parse_label_file(path: Path, num_classes: int, report: Any) -> list[tuple[in
     return out
 
 
-def load_yolo(root: str | os.PathLike[str], split: str) -> Any:
+def load_yolo(root: str | os.PathLike[str], split: str) -> Source:
     """A YOLO dataset's split as a Source (labels 1-based in `names` order; image ids 1..N in file order)."""
-    from mfssd_deploy.data.sources import Source, _check_box, _record, _report
-
     yaml_path = find_yaml(Path(root))
     if yaml_path is None:
         raise MfssdError(f"{root}: no data.yaml (a YOLO dataset names its classes and splits there)")

@@ -132,29 +132,24 @@ def torch_predictor(
     """A Predictor over a torch model (settings default to its config's NMS settings)."""
     import torch
 
-    from mfssd_deploy.postprocess import postprocess
-    from mfssd_deploy.priors import priors_tensor
-    from mfssd_deploy.runtime.preprocess import preprocess_batch, scale_to_image
+    from mfssd_deploy.geometry import Geometry
 
-    cfg = model.config
-    priors = priors_tensor(cfg.priors, device)
-    nms = cfg.nms.override(conf, iou, max_det)
+    geo = Geometry(model.config, model.config.nms.override(conf, iou, max_det))
 
     @torch.inference_mode()
     def predict(images: list[np.ndarray]) -> list[ImageDetections]:
-        x = torch.from_numpy(preprocess_batch(images, cfg.input_size, cfg.mean, cfg.std, cfg.color)).to(device)
+        x = torch.from_numpy(geo.preprocess(images)).to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         was_training = model.training
         model.eval()
         loc, logits = model(x)
         model.train(was_training)
-        dets = postprocess(loc, logits, priors, nms, cfg.priors.variances, logits=True)
-        out = []
-        for img, (b, s, c) in zip(images, dets.to_list(), strict=True):
-            h, w = img.shape[:2]
-            out.append((scale_to_image(b.cpu().numpy(), h, w), s.cpu().numpy(), c.cpu().numpy().astype(np.int64)))
-        return out
+        found = geo.decode(loc, logits, logits=True).to_list()
+        boxes = geo.to_image([b.cpu().numpy() for b, _, _ in found], [img.shape[:2] for img in images])
+        return [
+            (b, s.cpu().numpy(), c.cpu().numpy().astype(np.int64)) for b, (_, s, c) in zip(boxes, found, strict=True)
+        ]
 
     return predict
 

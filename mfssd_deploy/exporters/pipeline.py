@@ -243,15 +243,14 @@ def _raw_graph(model: Any, req: ExportRequest) -> onnx.ModelProto:
 def _pytorch_reference(model: Any, cfg: ModelConfig, images: list[np.ndarray]) -> _Reference:
     import torch
 
-    from mfssd_deploy.postprocess import postprocess
-    from mfssd_deploy.priors import priors_tensor
-    from mfssd_deploy.runtime.preprocess import preprocess_batch
+    from mfssd_deploy.geometry import Geometry
 
-    x = preprocess_batch(images, cfg.input_size, cfg.mean, cfg.std, cfg.color)
+    geo = Geometry(cfg)
+    x = geo.preprocess(images)
     with torch.inference_mode():
         loc_t, conf_t = model(torch.from_numpy(x))
         scores_t = conf_t.softmax(-1)
-        ref = postprocess(loc_t, scores_t, priors_tensor(cfg.priors), cfg.nms, cfg.priors.variances)
+        ref = geo.decode(loc_t, scores_t)
     return _Reference(x, loc_t.numpy(), scores_t.numpy(), tuple(t.numpy() for t in ref), len(images))
 
 

@@ -22,8 +22,8 @@ import onnx
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.fileio import sha256_file, write_json
+from mfssd_deploy.geometry import Geometry
 from mfssd_deploy.runtime.inputs import read_image
-from mfssd_deploy.runtime.preprocess import preprocess_batch
 
 log = logging.getLogger("mfssd_deploy.export")
 METHODS = ("minmax", "entropy", "percentile")
@@ -68,8 +68,7 @@ class _Reader:
             except MfssdError as exc:
                 log.warning("calibration image skipped: %s", exc)
                 continue
-            c = self.cfg
-            yield {"images": preprocess_batch([img], c.input_size, c.mean, c.std, c.color)}
+            yield {"images": Geometry(self.cfg).preprocess([img])}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._it is None:

@@ -26,9 +26,9 @@ import numpy as np
 
 from mfssd_deploy.config import ModelConfig, NMSConfig
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.geometry import Geometry, scale_to_image
 from mfssd_deploy.padded import unpack_end2end
 from mfssd_deploy.runtime.inputs import ImageLike, load_images
-from mfssd_deploy.runtime.preprocess import preprocess_batch, scale_to_image
 from mfssd_deploy.runtime.results import Result
 from mfssd_deploy.runtime.streaming import Frame
 from mfssd_deploy.tiling import Tiling, resolve_tiling
@@ -128,7 +128,7 @@ class Detector:
             from mfssd_deploy.errors import require_torch
 
             require_torch(f"decoding the raw outputs of {path.name} (or use an end2end .onnx)")
-        self._priors: Any = None
+        self._geometry: Geometry | None = None
         # A backend that does not say it is thread-safe (a TensorRT execution context, a user's object) is
         # called by one thread at a time.
         self._lock = None if getattr(backend, "thread_safe", False) else threading.Lock()
@@ -217,9 +217,20 @@ class Detector:
                 f.result = r
                 yield f
 
+    @property
+    def geometry(self) -> Geometry:
+        """Pre-processing, prior decoding and the inverse resize of this model (geometry.Geometry)."""
+        if self._geometry is None or self._geometry.config is not self.config or self._geometry.nms != self.nms:
+            self._geometry = Geometry(self.config, self.nms)
+        return self._geometry
+
     def preprocess(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
-        c = self.config
-        return preprocess_batch(arrays, c.input_size, c.mean, c.std, c.color)
+        return self.geometry.preprocess(arrays)
+
+    def detect_padded(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Padded detections of a pre-processed batch (num_dets [B,1], boxes [B,K,4] in [0, 1], scores,
+        classes: the end2end layout), under the Detector's lock: what a server hands on to its clients."""
+        return self._postprocess(self._infer(x))
 
     def _infer(self, x: np.ndarray) -> Any:
         if self._lock is None:
@@ -237,16 +248,10 @@ class Detector:
         from mfssd_deploy.errors import require_torch
 
         torch = require_torch(f"decoding the raw outputs of {self.path.name} (or export an end2end model)")
-        from mfssd_deploy.postprocess import postprocess
-        from mfssd_deploy.priors import priors_tensor
-
         loc, conf = outputs
         if not isinstance(loc, torch.Tensor):
             loc, conf = torch.from_numpy(np.asarray(loc)), torch.from_numpy(np.asarray(conf))
-        if self._priors is None or self._priors.device != loc.device:
-            self._priors = priors_tensor(self.config.priors, loc.device)
-        with torch.inference_mode():
-            return postprocess(loc, conf, self._priors, self.nms, self.config.priors.variances)
+        return self.geometry.decode(loc, conf)
 
     def _to_results(self, arrays: Sequence[np.ndarray], names: Sequence[str | None], num: np.ndarray,
                     boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> list[Result]:  # fmt: skip

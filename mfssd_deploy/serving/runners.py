@@ -7,7 +7,6 @@ the others in the same batch are still answered; the requests that pass are run 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -73,35 +72,13 @@ def make_detector(artifact: Path, backend: str, gpu: bool, device_id: int, max_b
     return Detector(artifact, device=device, backend=backend or None, batch_size=max_batch, **options)
 
 
-@functools.lru_cache(maxsize=4)
-def _priors(spec: Any, device: str) -> Any:
-    """The prior boxes of a raw model, made once per instance's device."""
-    from mfssd_deploy.priors import priors_tensor
-
-    return priors_tensor(spec, device)
-
-
-def _numpy(t: Any) -> np.ndarray:
-    return np.asarray(t.detach().cpu().numpy() if hasattr(t, "detach") else t)
-
-
 def end2end_outputs(det: Detector, x: np.ndarray) -> list[np.ndarray]:
-    """The artifact's outputs on the pre-processed batch `x` in the end2end layout (a raw artifact is
-    decoded and NMS'd here with its own settings, as its end2end export would do inside the graph)."""
-    out = det.backend.infer(x)
-    if det.layout == "end2end":
-        arrays = [_numpy(o) for o in out[:4]]
-    else:
-        from mfssd_deploy.errors import require_torch
-
-        torch = require_torch(f"decoding the raw outputs of {det.path.name} on the server")
-        from mfssd_deploy.postprocess import postprocess
-
-        loc, scores = (o if isinstance(o, torch.Tensor) else torch.from_numpy(np.asarray(o)) for o in out)
-        priors = _priors(det.config.priors, str(loc.device))
-        with torch.inference_mode():
-            arrays = [_numpy(t) for t in postprocess(loc, scores, priors, det.config.nms, det.config.priors.variances)]
-    return [a.astype(NUMPY_TYPES[OUTPUT_TYPES[n]], copy=False) for n, a in zip(TENSOR_OUTPUTS, arrays, strict=True)]
+    """The artifact's outputs on the pre-processed batch `x` in the end2end layout, through the Detector's
+    public call (its lock; a raw artifact decoded and NMS'd with its own settings, as its end2end export
+    would do inside the graph)."""
+    arrays = det.detect_padded(x)
+    return [np.asarray(a).astype(NUMPY_TYPES[OUTPUT_TYPES[n]], copy=False)
+            for n, a in zip(TENSOR_OUTPUTS, arrays, strict=True)]  # fmt: skip
 
 
 class TensorRunner:
