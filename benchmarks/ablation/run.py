@@ -91,19 +91,21 @@ def large_frames(root: Path, frames: int) -> Path:
     return data
 
 
-def variant_lr(variant: str, args: argparse.Namespace) -> float:
-    """The protocol's LR for a variant: --lr if given, else the largest ladder rung its probe kept finite."""
+def variant_lr(variant: str, args: argparse.Namespace) -> float | None:
+    """The protocol's LR for a variant: --lr if given, else the largest ladder rung at which its probe was
+    stable; None when the whole ladder was probed and no rung was (the variant does not survive)."""
     if args.lr is not None:
         return float(args.lr)
-    from protocol import chosen_lr
+    from protocol import LADDER, chosen_lr
 
     probe = Path(args.probe)
     if not probe.is_file():
         raise SystemExit(f"run.py: error: no {probe}; run benchmarks/ablation/probe.py first (or give --lr)")
     clip = args.clip_grad_norm or None
-    lr = chosen_lr(json.loads(probe.read_text())["probes"], variant, clip)
-    if lr is None:
-        raise SystemExit(f"run.py: error: {probe} has no finite LR for {variant} with clip {clip}; probe it first")
+    rows = [r for r in json.loads(probe.read_text())["probes"] if r["variant"] == variant and r["clip"] == clip]
+    lr = chosen_lr(rows, variant, clip)
+    if lr is None and len(rows) < len(LADDER):
+        raise SystemExit(f"run.py: error: {probe} has no stable LR for {variant} with clip {clip} yet; probe it first")
     return lr
 
 
@@ -114,6 +116,12 @@ def run_one(variant: str, seed: int, data: Path, args: argparse.Namespace) -> di
         return json.loads(done.read_text())
     out.mkdir(parents=True, exist_ok=True)
     lr = variant_lr(variant, args)
+    if lr is None:  # a result: under the protocol's rule this variant has no learning rate to train at
+        metrics = {"variant": variant, "seed": seed, "lr": None, "clip_grad_norm": args.clip_grad_norm or None,
+                   "diverged": "no stable LR on the ladder (probe.json)", "train_seconds": 0.0}  # fmt: skip
+        done.write_text(json.dumps(metrics, indent=1))
+        print(f"{variant} seed {seed}: no stable LR on the ladder, not trained", flush=True)
+        return metrics
     cmd = [tool("mfssd-train"), "--data", str(data), "--out", str(out), "--variant", variant, "--width",
            str(args.width), "--epochs", str(args.epochs), "--batch", str(args.batch), "--seed", str(seed),
            "--warmup-epochs", str(args.warmup_epochs),
