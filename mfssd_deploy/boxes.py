@@ -34,10 +34,14 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=torch.finfo(inter.dtype).tiny)
 
 
-def decode(loc: torch.Tensor, priors: torch.Tensor, variances: Variances = (0.1, 0.2)) -> torch.Tensor:
-    """Offsets loc [..., P, 4] against priors [P, 4] (cx, cy, w, h) -> xyxy boxes [..., P, 4]."""
+def decode(
+    loc: torch.Tensor, priors: torch.Tensor, variances: Variances = (0.1, 0.2), wh_clamp: float | None = None
+) -> torch.Tensor:
+    """Offsets loc [..., P, 4] against priors [P, 4] (cx, cy, w, h) -> xyxy boxes [..., P, 4]; `wh_clamp`
+    bounds loc_wh * variance from above before exp (torchvision's box coder)."""
     cxcy = priors[..., :2] + loc[..., :2] * variances[0] * priors[..., 2:]
-    wh = priors[..., 2:] * torch.exp(loc[..., 2:] * variances[1])
+    dwh = loc[..., 2:] * variances[1]
+    wh = priors[..., 2:] * torch.exp(dwh if wh_clamp is None else dwh.clamp(max=wh_clamp))
     return torch.cat([cxcy - wh / 2, cxcy + wh / 2], dim=-1)
 
 

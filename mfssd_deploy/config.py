@@ -67,7 +67,9 @@ class PriorSpec:
     max_sizes: tuple[float, ...] = (60, 111, 162, 213, 264, 315)
     aspect_ratios: tuple[tuple[int, ...], ...] = ((2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
     variances: tuple[float, float] = (0.1, 0.2)
-    clip: bool = True
+    # True: clip (cx, cy, w, h) to [0, 1], the reference SSD's; "wh": clip w and h only, torchvision's
+    # DefaultBoxGenerator (a stride-placed centre may lie past the border: 114 of SSD300's 8,732 differ).
+    clip: bool | str = True
 
     @property
     def size_wh(self) -> tuple[int, int]:
@@ -128,6 +130,14 @@ class PriorSpec:
                        steps=tuple((float(sx), float(sy)) for sx, sy in steps))  # fmt: skip
 
 
+def _clip_mode(value: Any) -> bool | str:
+    if isinstance(value, str):
+        if value != "wh":
+            raise ValueError(f"prior clip {value!r} is not true, false or 'wh'")
+        return value
+    return bool(value)
+
+
 def _spreads(step: float, cells: int, side: int) -> bool:
     """Whether a step spreads `cells` evenly over `side` pixels (rather than being the layer's stride)."""
     return abs(step * cells - side) <= 1e-6 * side
@@ -150,6 +160,13 @@ class NMSConfig:
     iou_thresh: float = 0.45
     max_det: int = 200
     pre_nms_topk: int = 2000
+    # Upper bound of the scaled log-size offsets (loc_wh * variance) before exp, torchvision's box coder
+    # (log(1000 / 16)); None: none, the reference SSD's. Written only when set, so that a reader that does
+    # not know it refuses such a model instead of decoding its boxes differently.
+    wh_clamp: float | None = None
+    # Clip the decoded boxes to the image before NMS (torchvision's order; the reference SSD clips after,
+    # which can keep two boxes that overlap inside the image but not beyond it). Written only when set.
+    clip_before_nms: bool = False
 
     def override(
         self,
@@ -165,6 +182,8 @@ class NMSConfig:
             iou_thresh=self.iou_thresh if iou is None else float(iou),
             max_det=self.max_det if max_det is None else int(max_det),
             pre_nms_topk=self.pre_nms_topk if pre_nms_topk is None else int(pre_nms_topk),
+            wh_clamp=self.wh_clamp,
+            clip_before_nms=self.clip_before_nms,
         )
         if not (0 <= nms.conf_thresh < 1 and 0 < nms.iou_thresh <= 1 and 0 < nms.max_det <= nms.pre_nms_topk):
             raise MfssdError(
@@ -231,6 +250,10 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["widths"] = dict(self.widths)
+        if d["nms"].get("wh_clamp") is None:
+            d["nms"].pop("wh_clamp", None)  # absent unless set: older readers keep reading older models
+        if not d["nms"].get("clip_before_nms"):
+            d["nms"].pop("clip_before_nms", None)
         return _lists(d)
 
     @classmethod
@@ -245,7 +268,7 @@ class ModelConfig:
                 max_sizes=tuple(float(x) for x in pri["max_sizes"]),
                 aspect_ratios=tuple(tuple(int(a) for a in ar) for ar in pri["aspect_ratios"]),
                 variances=(float(pri["variances"][0]), float(pri["variances"][1])),
-                clip=bool(pri["clip"]),
+                clip=_clip_mode(pri["clip"]),
             )
             cfg = cls(
                 variant=str(d["variant"]),

@@ -60,7 +60,9 @@ def postprocess(
         scores = scores.float().softmax(dim=-1)
     batch, _, num_classes = scores.shape
     device = loc.device
-    boxes = decode(loc.float(), priors.to(device=device, dtype=torch.float32), variances)  # [B,P,4]
+    boxes = decode(loc.float(), priors.to(device=device, dtype=torch.float32), variances, nms.wh_clamp)  # [B,P,4]
+    if nms.clip_before_nms:
+        boxes = boxes.clamp(0.0, 1.0)
     fg = scores[..., 1:].float().reshape(batch, -1)  # [B, P*(C-1)], (prior, class) pairs
     if pre_nms_topk is not None and pre_nms_topk < fg.shape[1]:
         top, flat_idx = fg.topk(pre_nms_topk, dim=1)  # [B,K], sorted

@@ -43,7 +43,9 @@ def _priors_cached(spec: PriorSpec) -> np.ndarray:
         level[..., 2:] = wh[None, None]
         levels.append(level.reshape(-1, 4))
     priors = np.concatenate(levels).astype(np.float32)
-    if spec.clip:
+    if spec.clip == "wh":
+        np.clip(priors[:, 2:], 0.0, 1.0, out=priors[:, 2:])
+    elif spec.clip:
         np.clip(priors, 0.0, 1.0, out=priors)
     priors.setflags(write=False)
     return priors

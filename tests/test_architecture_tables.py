@@ -23,7 +23,14 @@ def how_to_add() -> dict[str, list[str]]:
 
 def test_every_listed_file_exists() -> None:
     rows = how_to_add()
-    assert set(rows) == {"a backend", "a dataset layout", "a metric", "an ONNX precision", "a model variant"}
+    assert set(rows) == {
+        "a backend",
+        "a dataset layout",
+        "a metric",
+        "an ONNX precision",
+        "a model variant",
+        "a checkpoint source",
+    }
     for what, files in rows.items():
         assert files, what
         for f in files:
@@ -42,3 +49,7 @@ def test_tables_match_their_files() -> None:
         assert name in ("coco", "voc") or (PKG / "data" / f"{name}.py").is_file(), name
         assert f"| `{name}` |" in (ROOT / "docs" / "datasets.md").read_text(), name
     assert set(VARIANTS) == set(BASE_WIDTHS)
+    from mfssd_deploy.importers import SOURCES
+
+    for name, module in SOURCES.items():
+        assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), name

@@ -117,6 +117,7 @@ NEEDS_EXTRA: dict[str, tuple[list[str], str]] = {
     "mfssd-export": (["--out-dir", "out"], "export"),
     "mfssd-prune": (["--ratio", "0.3", "--out", "out/p.pt"], "train"),
     "mfssd-bench": (["--fps", "--cache", "out/cache"], "export"),  # the default groups are exported first
+    "mfssd-import": (["x.pt", "--out", "out/m.pt"], "torch"),
 }
 WORKS = ("mfssd-data", "mfssd-detect", "mfssd-eval")
 

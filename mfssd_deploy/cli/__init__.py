@@ -47,6 +47,7 @@ COMMAND_EXTRAS: dict[str, tuple[str, ...]] = {
     "mfssd-demo": ("export", "train"),
     "mfssd-bench": ("export",),
     "mfssd-serve": ("serve",),
+    "mfssd-import": ("torch",),
 }
 
 

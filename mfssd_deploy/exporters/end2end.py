@@ -63,6 +63,8 @@ def append_end2end(
     iou_thresh: float,
     max_det: int,
     pre_nms_topk: int,
+    wh_clamp: float | None = None,
+    clip_before_nms: bool = False,
     loc_name: str = "loc",
     scores_name: str = "scores",
 ) -> onnx.ModelProto:
@@ -85,9 +87,16 @@ def append_end2end(
     loc_xy = b.one("Slice", [loc_name, i64(0), i64(2), i64(2)], "loc_xy")
     loc_wh = b.one("Slice", [loc_name, i64(2), i64(4), i64(2)], "loc_wh")
     cxcy = b.one("Add", [p_cxcy, b.one("Mul", [loc_xy, p_wh_v0])], "cxcy")
-    wh = b.one("Mul", [p_wh, b.one("Exp", [b.one("Mul", [loc_wh, b.const(np.array(variances[1], f32), "v1")])])])
+    dwh = b.one("Mul", [loc_wh, b.const(np.array(variances[1], f32), "v1")])
+    if wh_clamp is not None:  # torchvision's box coder: an upper bound before exp
+        dwh = b.one("Min", [dwh, b.const(np.array(wh_clamp, f32), "wh_clamp")], "dwh_clamped")
+    wh = b.one("Mul", [p_wh, b.one("Exp", [dwh])])
     half = b.one("Mul", [wh, b.const(np.array(0.5, f32), "half")])
     boxes = b.one("Concat", [b.one("Sub", [cxcy, half]), b.one("Add", [cxcy, half])], "boxes", axis=2)  # [B,P,4]
+    if clip_before_nms:  # torchvision's order: the image's box, then NMS
+        boxes = b.one(
+            "Clip", [boxes, b.const(np.array(0.0, f32), "lo"), b.const(np.array(1.0, f32), "hi")], "boxes_clipped"
+        )
 
     # Candidates: the best K (prior, class) pairs of each image, over foreground classes.
     fg_scores = b.one("Slice", [scores_name, i64(1), i64(num_classes), i64(2)], "fg_scores")  # [B,P,C-1]

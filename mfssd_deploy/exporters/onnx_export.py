@@ -101,6 +101,8 @@ def to_end2end(raw: onnx.ModelProto, cfg: ModelConfig) -> onnx.ModelProto:
         iou_thresh=nms.iou_thresh,
         max_det=nms.max_det,
         pre_nms_topk=nms.pre_nms_topk,
+        wh_clamp=nms.wh_clamp,
+        clip_before_nms=nms.clip_before_nms,
     )
 
 
