@@ -20,6 +20,9 @@ from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.fileio import atomic_path
 
 FORMAT = "mfssd-checkpoint/1"
+# A config that an older reader would misread (today: upsample_align_corners) is written as format /2,
+# which such a reader refuses; this reader reads both.
+FORMAT_2 = "mfssd-checkpoint/2"
 
 
 def save_checkpoint(
@@ -37,7 +40,7 @@ def save_checkpoint(
     if not isinstance(cfg, ModelConfig):
         raise TypeError("save_checkpoint needs a ModelConfig (model.config or config=)")
     payload: dict[str, Any] = {
-        "format": FORMAT,
+        "format": FORMAT_2 if cfg.upsample_align_corners else FORMAT,
         "config": cfg.to_dict(),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
@@ -73,7 +76,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{p} is not a readable PyTorch checkpoint (corrupt or truncated: {type(exc).__name__}); "
             "re-download or re-train it"
         ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in (FORMAT, FORMAT_2):
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise MfssdError(
             f"{p} is not an mfssd checkpoint (format {found!r}, expected {FORMAT!r}); "

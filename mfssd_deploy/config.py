@@ -210,6 +210,10 @@ class ModelConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     color: str = "rgb"
     nms: NMSConfig = field(default_factory=NMSConfig)
+    # The fusion's bilinear upsampling (FSSD, MFSSD): align_corners=True is what PyTorch 0.2-0.4 did, where
+    # the FSSD authors' weights were trained. Written only when True; such a checkpoint has format /2,
+    # which an older reader refuses rather than upsample the other way.
+    upsample_align_corners: bool = False
 
     def __post_init__(self) -> None:
         # one form per size: a square (W, H) becomes its side, a list a tuple (from_dict, user code)
@@ -254,6 +258,8 @@ class ModelConfig:
             d["nms"].pop("wh_clamp", None)  # absent unless set: older readers keep reading older models
         if not d["nms"].get("clip_before_nms"):
             d["nms"].pop("clip_before_nms", None)
+        if not d.get("upsample_align_corners"):
+            d.pop("upsample_align_corners", None)
         return _lists(d)
 
     @classmethod
@@ -281,6 +287,7 @@ class ModelConfig:
                 std=_triple(d.get("std", (0.229, 0.224, 0.225))),
                 color=str(d.get("color", "rgb")),
                 nms=NMSConfig(**d.get("nms", {})),
+                upsample_align_corners=bool(d.get("upsample_align_corners", False)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise MfssdError(f"model config is malformed ({type(exc).__name__}: {exc})") from exc

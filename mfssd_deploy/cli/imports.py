@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--classes", help="class names: 'voc', 'coco' (torchvision's 91-entry list, its N/A "
                     "placeholders named N/A-12 ...) or a text file, one name per line; the count must match the "
                     "head (default: class1, class2, ...)")  # fmt: skip
+    ap.add_argument("--upsample-align-corners", choices=["auto", "true", "false"], default="auto",
+                    help="FSSD (pytorchssd): the fusion's bilinear upsampling; true is what the PyTorch 0.2-0.4 the "
+                         "FSSD authors trained with did, false what later PyTorch does; the weights cannot tell "
+                         "(auto: true for pytorchssd)")  # fmt: skip
     ap.add_argument("--out", required=True, help="the checkpoint to write (a new file)")
     return ap
 
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     require("torch", "torch", "mfssd-import")
     from mfssd_deploy.importers import import_checkpoint
 
-    prov = import_checkpoint(args.src, args.out, args.source, args.classes)
+    prov = import_checkpoint(args.src, args.out, args.source, args.classes, args.upsample_align_corners)
     print(f"imported {args.src} ({prov['from']}, sha256 {prov['sha256'][:12]}) -> {args.out}")
     return 0
 

@@ -19,7 +19,11 @@ from typing import Any
 
 from mfssd_deploy.errors import MfssdError
 
-SOURCES: dict[str, str] = {"torchvision": "mfssd_deploy.importers.torchvision_ssd"}
+SOURCES: dict[str, str] = {
+    "torchvision": "mfssd_deploy.importers.torchvision_ssd",
+    "ssd.pytorch": "mfssd_deploy.importers.ssd_pytorch",
+    "pytorchssd": "mfssd_deploy.importers.pytorchssd",
+}
 
 
 def _module(name: str) -> Any:
@@ -80,7 +84,7 @@ def class_names(spec: str | None, source: str, state: dict[str, Any]) -> tuple[s
 
 
 def import_checkpoint(src: str | os.PathLike[str], out: str | os.PathLike[str], source: str | None = None,
-                      classes: str | None = None) -> dict[str, Any]:  # fmt: skip
+                      classes: str | None = None, align_corners: str = "auto") -> dict[str, Any]:  # fmt: skip
     """Convert SRC into an ordinary checkpoint at OUT (new file, written atomically); returns provenance."""
     from mfssd_deploy.checkpoint import save_checkpoint
     from mfssd_deploy.fileio import sha256_file
@@ -95,10 +99,16 @@ def import_checkpoint(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     if not mod.detect(state):
         raise MfssdError(f"{src_p} does not look like a {name} checkpoint; its keys: {', '.join(list(state)[:3])}")
     names = class_names(classes, name, state)
-    cfg, ours = mod.convert(state, names)
+    if hasattr(mod, "ALIGN_CORNERS_DEFAULT"):
+        ac = mod.ALIGN_CORNERS_DEFAULT if align_corners == "auto" else align_corners == "true"
+        cfg, ours = mod.convert(state, names, ac)
+    elif align_corners != "auto":
+        raise MfssdError(f"--upsample-align-corners applies to FSSD sources; {name} has no fusion upsampling")
+    else:
+        cfg, ours = mod.convert(state, names)
     model = build_from_config(cfg)
     model.load_state_dict(ours, strict=True)
     provenance = {"from": name, "source": str(src_p), "sha256": sha256_file(src_p),
-                  "options": {"from": source, "classes": classes}}  # fmt: skip
+                  "options": {"from": source, "classes": classes, "upsample_align_corners": align_corners}}  # fmt: skip
     save_checkpoint(out_p, model, config=cfg, meta={"imported": provenance})
     return provenance

@@ -53,5 +53,6 @@ class FSSD(nn.Module):
         conv4_3, _, fc7 = self.backbone(images)
         conv7_2 = self.conv7_2(self.conv7_1(self.conv6_2(self.conv6_1(fc7))))
         a = self.fuse_a(conv4_3)
-        fused = torch.cat([a, upsample_to(self.fuse_b(fc7), a), upsample_to(self.fuse_c(conv7_2), a)], 1)
+        ac = self.config.upsample_align_corners
+        fused = torch.cat([a, upsample_to(self.fuse_b(fc7), a, ac), upsample_to(self.fuse_c(conv7_2), a, ac)], 1)
         return self.head(pyramid_forward(self.pyramid, self.fuse_bn(fused)))

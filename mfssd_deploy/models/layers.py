@@ -45,10 +45,10 @@ class L2Norm(nn.Module):
         return F.normalize(x, dim=1, eps=self.eps) * self.weight[None, :, None, None]
 
 
-def upsample_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+def upsample_to(x: torch.Tensor, ref: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
     """Bilinear resize of x to ref's spatial size (size=, not scale_factor: 19 -> 38 and 9 -> 38)."""
     size = (int(ref.shape[-2]), int(ref.shape[-1]))
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -31,5 +31,6 @@ class MFSSD(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         conv4_3, conv5_3, fc7 = self.backbone(images)
         a = self.fuse_a(conv4_3)
-        fused = torch.cat([a, upsample_to(self.fuse_b(conv5_3), a), upsample_to(self.fuse_c(fc7), a)], 1)
+        ac = self.config.upsample_align_corners
+        fused = torch.cat([a, upsample_to(self.fuse_b(conv5_3), a, ac), upsample_to(self.fuse_c(fc7), a, ac)], 1)
         return self.head(pyramid_forward(self.pyramid, self.fuse_bn(fused)))
