@@ -186,3 +186,29 @@ def test_new_geometry_is_refused_by_an_older_reader_and_absent_otherwise(referen
     plain = make_config("mfssd_bn", 7).to_dict()
     old_nms(**plain["nms"])  # every other model reads as before
     assert plain["priors"]["clip"] is True
+
+
+def test_import_goes_through_int8_export_and_tiled_detection(reference: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    """The imported checkpoint is an ordinary one: INT8 export with a calibration folder, and mfssd-detect
+    with tiles, both run (random weights: the INT8 agreement is not what is held here, so --min-agreement 0)."""
+    import json
+
+    from mfssd_deploy.cli.detect import main as detect_main
+    from mfssd_deploy.cli.export import main as export_main
+
+    _, sd, _ = reference
+    out = tmp_path / "m.pt"
+    assert _import(sd, out) == 0
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(calib / f"{i}.jpg"), np.roll(_image(), 40 * i, axis=1))
+    code = run_cli("mfssd-export", export_main, ["--model", str(out), "--out-dir", str(tmp_path / "x"), "--end2end",
+                   "--int8", "--calib", str(calib), "--min-agreement", "0", "--no-progress"])  # fmt: skip
+    assert code == 0 and (tmp_path / "x" / "m.int8.end2end.onnx").is_file()
+    big = tmp_path / "big.jpg"
+    cv2.imwrite(str(big), cv2.resize(_image(), (600, 450)))
+    code = run_cli("mfssd-detect", detect_main, [str(big), "--model", str(out), "--tile", "300", "--save-dir",
+                   str(tmp_path / "d"), "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / "d" / "detections.json").read_text())
