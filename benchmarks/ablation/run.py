@@ -48,7 +48,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--val-images", type=int, default=300, help="synthetic held-out images (default 300)")
     ap.add_argument("--lr", type=float,
                     help="one base LR for every variant instead of the protocol's rule (each variant at the "
-                         "largest ladder LR its probe in --probe kept finite)")  # fmt: skip
+                         "largest ladder LR at which its probe in --probe was stable)")  # fmt: skip
     ap.add_argument(
         "--probe",
         default=str(HERE / "probe.json"),
@@ -284,7 +284,7 @@ def main() -> int:
     protocol = {"data": "synthetic seed 17 (52% small objects)" if not args.data else str(args.data),
                 "width": args.width, "epochs": args.epochs, "batch": args.batch, "seeds": seeds,
                 "warmup_epochs": args.warmup_epochs,
-                "lr": args.lr if args.lr is not None else f"largest finite rung of {args.probe}",
+                "lr": args.lr if args.lr is not None else f"largest stable rung of {args.probe}",
                 "clip_grad_norm": args.clip_grad_norm or None, "large_frames": args.large_frames,
                 "train_images": None if args.data else args.train_images,
                 "val_images": None if args.data else args.val_images}  # fmt: skip
