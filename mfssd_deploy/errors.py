@@ -11,6 +11,11 @@ class MfssdError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
+class MissingSplit(MfssdError):
+    """A dataset has no such split (train, val, test): what a tool reading every split may skip, unlike
+    an error in a split that exists."""
+
+
 class MissingExtraError(MfssdError, ImportError):
     """An optional dependency is missing; the message names the extra that provides it."""
 

@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mfssd_deploy.data.sources import Source, open_dataset
-from mfssd_deploy.errors import MfssdError
+import numpy as np
+
+from mfssd_deploy.data.sources import Source, detect_layout, open_dataset
+from mfssd_deploy.errors import MfssdError, MissingSplit
 from mfssd_deploy.fileio import refuse_nonempty
 
 TARGETS = ("coco", "yolo", "voc")
@@ -27,16 +29,29 @@ SPLITS = ("train", "val", "test")
 
 
 def read_splits(src: Path, fmt: str | None = None, splits: Sequence[str] = SPLITS) -> dict[str, Source]:
-    """Every split of SRC that exists (at least one)."""
+    """Every split of SRC that exists (at least one); an error inside a split that exists stops the
+    conversion (a split silently left out would be a dataset lost)."""
+    if fmt is None:
+        found = []
+        for split in splits:
+            try:
+                found.append(detect_layout(src, split))
+            except MfssdError:
+                continue
+        if not found:
+            detect_layout(src, splits[-1])  # raises, naming what each layout looks like
+        fmt = found[0]
     out: dict[str, Source] = {}
-    problems = []
     for split in splits:
         try:
             out[split] = open_dataset(src, split, format=fmt)
-        except MfssdError as exc:
-            problems.append(str(exc))
+        except MissingSplit:
+            continue
     if not out:
-        raise MfssdError(f"no split of {src} could be read ({problems[0] if problems else 'no splits'})")
+        raise MfssdError(f"{src} holds none of the splits {', '.join(splits)} in the {fmt} layout")
+    missing = [r.path for s in out.values() for r in s.records if not r.path.is_file()]
+    if missing:
+        raise MfssdError(f"{len(missing)} images of {src} are missing (e.g. {missing[0]}); nothing was converted")
     return out
 
 
@@ -73,18 +88,24 @@ def _names(splits: dict[str, Source]) -> tuple[str, ...]:
     return names.pop()
 
 
+def _regions(r: Any) -> int:
+    """Distinct crowd / ignore regions of a record (a VisDrone ignore region is kept once per class)."""
+    return len({tuple(np.round(b, 3)) for b in r.crowd_boxes})
+
+
 def _copy(rec_path: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(rec_path, dest)
 
 
 def _unique_names(splits: dict[str, Source]) -> dict[tuple[str, int], str]:
-    """A file name per (split, image id): the source's own name, prefixed with the split where two share it."""
+    """A file name per (split, image id): the source's own name where no other image's stem is the same
+    (case aside: a.jpg and A.jpeg would collide in VOC's ID list), else SPLIT_ID_NAME, unique by id."""
     seen: dict[str, int] = {}
     for v in splits.values():
         for r in v.records:
-            seen[r.path.name] = seen.get(r.path.name, 0) + 1
-    return {(k, r.image_id): (r.path.name if seen[r.path.name] == 1 else f"{k}_{r.path.name}")
+            seen[r.path.stem.lower()] = seen.get(r.path.stem.lower(), 0) + 1
+    return {(k, r.image_id): (r.path.name if seen[r.path.stem.lower()] == 1 else f"{k}_{r.image_id}_{r.path.name}")
             for k, v in splits.items() for r in v.records}  # fmt: skip
 
 
@@ -132,9 +153,10 @@ def _yolo(splits: dict[str, Source], out: Path) -> dict[str, Any]:
             label = out / "labels" / split / Path(fname).with_suffix(".txt")
             label.parent.mkdir(parents=True, exist_ok=True)
             label.write_text("".join(ln + "\n" for ln in lines))
-            dropped["crowd or ignore regions"] += len(r.crowd_boxes)
+            dropped["crowd or ignore regions"] += _regions(r)
             dropped["difficult flags (objects kept)"] += int(r.difficult.sum())
-    yaml_lines = ["path: .", *(f"{k}: images/{k}" for k in splits), "names:"]
+    # no `path`: readers take the YAML's own folder (ultralytics resolves a relative path elsewhere)
+    yaml_lines = [*(f"{k}: images/{k}" for k in splits), "names:"]
     yaml_lines += [f"  {i}: {json.dumps(n)}" for i, n in enumerate(names)]
     (out / "data.yaml").write_text("\n".join(yaml_lines) + "\n")
     return {"dropped": dropped, "changed": {}}
@@ -170,7 +192,7 @@ def _voc(splits: dict[str, Source], out: Path) -> dict[str, Any]:
                     ET.SubElement(bb, tag).text = f"{float(v):.4f}".rstrip("0").rstrip(".")
             (out / "Annotations").mkdir(parents=True, exist_ok=True)
             ET.ElementTree(root).write(out / "Annotations" / f"{stem}.xml")
-            dropped["crowd or ignore regions"] += len(r.crowd_boxes)
+            dropped["crowd or ignore regions"] += _regions(r)
         main = out / "ImageSets" / "Main"
         main.mkdir(parents=True, exist_ok=True)
         (main / f"{split}.txt").write_text("".join(i + "\n" for i in ids))

@@ -25,7 +25,7 @@ def image_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            orientation = im.getexif().get(EXIF_ORIENTATION, 1) if im.format == "JPEG" else 1
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)  # JPEG, PNG (eXIf) and WebP alike, as OpenCV
     except (OSError, ValueError, SyntaxError):
         return _cv2_size(path)
     return (h, w) if orientation in SWAPS_SIDES else (w, h)

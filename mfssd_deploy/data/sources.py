@@ -20,7 +20,7 @@ from mfssd_deploy.classes import CLASS_LIST_FILES, VOC_CLASSES, check_unique, re
 from mfssd_deploy.data.records import EDGE_TOLERANCE, Record, Source, _check_box, _record, _report
 
 __all__ = ["EDGE_TOLERANCE", "LAYOUTS", "Record", "Source", "detect_layout", "load_coco", "load_voc", "open_dataset"]
-from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.errors import MfssdError, MissingSplit
 
 log = logging.getLogger("mfssd_deploy.data")
 
@@ -137,7 +137,7 @@ def load_voc(root: str | os.PathLike[str], split: str, class_names: Sequence[str
     root = Path(root)
     ids_file = root / "ImageSets" / "Main" / f"{split}.txt"
     if not ids_file.is_file():
-        raise MfssdError(f"not a VOC folder or no split {split!r}: {ids_file} is missing")
+        raise MissingSplit(f"not a VOC folder or no split {split!r}: {ids_file} is missing")
     class_names = tuple(class_names) if class_names is not None else voc_class_names(root)
     index = {c: i + 1 for i, c in enumerate(class_names)}
     skipped: list[str] = []
@@ -199,7 +199,7 @@ def _voc_root(p: Path) -> Path | None:
 def _load_coco(p: Path, split: str, classes: str | os.PathLike[str] | None) -> Source:
     files = _coco_files(p, split)
     if files is None:
-        raise MfssdError(f"no COCO annotations for {split!r} under {p}: expected annotations/{split}.json "
+        raise MissingSplit(f"no COCO annotations for {split!r} under {p}: expected annotations/{split}.json "
                          f"or annotations/instances_{split}2017.json")  # fmt: skip
     if classes is not None:
         raise MfssdError(f"--classes applies to VOC folders; {files[0]} names its own categories")

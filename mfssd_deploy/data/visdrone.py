@@ -19,7 +19,7 @@ import numpy as np
 
 from mfssd_deploy.data.imagesize import image_size
 from mfssd_deploy.data.records import Source, _check_box, _record, _report
-from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.errors import MfssdError, MissingSplit
 
 CLASSES = ("pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor")
 IGNORED = (0, 11)  # ignored regions, others
@@ -31,10 +31,11 @@ def split_folder(root: Path, split: str) -> Path | None:
     """root itself when it is a *-DET-<split> folder, else its child of that name; None: not VisDrone."""
     names = SPLIT_FOLDERS.get(split, (split,))
     children = sorted(root.glob("*-DET-*")) if root.is_dir() else []
-    for cand in (root, *children):
-        m = re.fullmatch(r".*-DET-(.+)", cand.name)
-        if m and m.group(1) in names and (cand / "annotations").is_dir() and (cand / "images").is_dir():
-            return cand
+    for name in names:  # in SPLIT_FOLDERS order: "test" is test-dev before test-challenge
+        for cand in (root, *children):
+            m = re.fullmatch(r".*-DET-(.+)", cand.name)
+            if m and m.group(1) == name and (cand / "annotations").is_dir() and (cand / "images").is_dir():
+                return cand
     return None
 
 
@@ -48,7 +49,7 @@ def load_visdrone(root: str | os.PathLike[str], split: str) -> Source:
     folder = split_folder(Path(root), split)
     if folder is None:
         like = f"VisDrone2019-DET-{SPLIT_FOLDERS.get(split, (split,))[0]}"
-        raise MfssdError(f"no VisDrone {split!r} split under {root}: expected a folder named like {like} "
+        raise MissingSplit(f"no VisDrone {split!r} split under {root}: expected a folder named like {like} "
                          "with images/ and annotations/")  # fmt: skip
     images = sorted(p for p in (folder / "images").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     skipped: list[str] = []

@@ -22,7 +22,7 @@ import numpy as np
 from mfssd_deploy.classes import check_unique
 from mfssd_deploy.data.imagesize import image_size
 from mfssd_deploy.data.records import Source, _check_box, _record, _report
-from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.errors import MfssdError, MissingSplit
 
 COORD_TOLERANCE = 1e-3  # normalised coordinates a rounding may push past 0 or 1
 
@@ -71,7 +71,7 @@ def split_images(data: dict[str, Any], yaml_path: Path, split: str) -> tuple[Pat
 
     if split not in data or data[split] in (None, ""):
         given = [k for k in ("train", "val", "test") if data.get(k)]
-        raise MfssdError(f"{yaml_path} has no {split!r} split (it has {', '.join(given) or 'none'})")
+        raise MissingSplit(f"{yaml_path} has no {split!r} split (it has {', '.join(given) or 'none'})")
     base = Path(data.get("path") or yaml_path.parent)
     if not base.is_absolute():
         base = (yaml_path.parent / base).resolve()

@@ -54,6 +54,22 @@ def gt_dict(source: Source) -> dict[str, Any]:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
+def _mean_valid(a: np.ndarray) -> float:
+    return float(a[a > -1].mean()) if (a > -1).any() else -1.0
+
+
+def _stats_at(ev: Any, max_det: int) -> list[float]:
+    """pycocotools' 12 summary numbers, with every AP and the last ARs at maxDets=max_det."""
+    p, prec, rec = ev.params, ev.eval["precision"], ev.eval["recall"]  # [T,R,K,A,M], [T,K,A,M]
+    m = list(p.maxDets).index(max_det)
+    t50, t75 = (int(np.where(np.isclose(p.iouThrs, v))[0][0]) for v in (0.5, 0.75))
+    ap = [_mean_valid(prec[:, :, :, 0, m]), _mean_valid(prec[t50, :, :, 0, m]), _mean_valid(prec[t75, :, :, 0, m]),
+          *(_mean_valid(prec[:, :, :, a, m]) for a in (1, 2, 3))]  # fmt: skip
+    ar = [_mean_valid(rec[:, :, 0, list(p.maxDets).index(d)]) for d in (1, 10)] + [_mean_valid(rec[:, :, 0, m])]
+    ar += [_mean_valid(rec[:, :, a, m]) for a in (1, 2, 3)]
+    return ap + ar
+
+
 def coco_metrics(
     source: Source, detections: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], max_dets: int | None = None
 ) -> dict[str, float]:
@@ -88,7 +104,10 @@ def coco_metrics(
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-        out = {k: float(v) for k, v in zip(STAT_NAMES, ev.stats, strict=True)}
+        # summarize() reads AP at a hard-coded maxDets=100 (-1 when 100 is not in the list): with another
+        # max_dets the 12 numbers are read off the same accumulated arrays at that maxDets instead
+        stats = ev.stats if max_dets is None else _stats_at(ev, int(max_dets))
+        out = {k: float(v) for k, v in zip(STAT_NAMES, stats, strict=True)}
         tod = eval_mod.COCOeval(gt, dt, "bbox")  # the same matching, AI-TOD's area ranges
         tod.params.imgIds = ev.params.imgIds
         tod.params.maxDets = ev.params.maxDets

@@ -63,6 +63,20 @@ def predict_source(
     return out
 
 
+IGNORE_IOA = 0.5  # a detection at least half inside an ignore region is left out (VisDrone's rule)
+
+
+def _ioa(dets: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Intersection over the detection's own area, [N, M]."""
+    x1 = np.maximum(dets[:, None, 0], regions[None, :, 0])
+    y1 = np.maximum(dets[:, None, 1], regions[None, :, 1])
+    x2 = np.minimum(dets[:, None, 2], regions[None, :, 2])
+    y2 = np.minimum(dets[:, None, 3], regions[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = np.clip(dets[:, 2] - dets[:, 0], 1e-9, None) * np.clip(dets[:, 3] - dets[:, 1], 1e-9, None)
+    return inter / area[:, None]
+
+
 def voc_metrics(source: Source, detections: dict[int, ImageDetections], iou_thresh: float = 0.5) -> EvalResult:
     records = [r for r in source.records if r.image_id in detections]
     per_class: dict[str, dict[str, float]] = {}
@@ -71,6 +85,9 @@ def voc_metrics(source: Source, detections: dict[int, ImageDetections], iou_thre
         for r in records:
             boxes, scores, labels = detections[r.image_id]
             keep = labels == c
+            regions = r.crowd_boxes[r.crowd_labels == c + 1]
+            if len(regions) and keep.any():  # detections on an ignore / crowd region count neither way
+                keep[keep] = _ioa(boxes[keep], regions).max(1) < IGNORE_IOA
             dets.append((boxes[keep], scores[keep]))
             m = r.labels == c + 1
             gts.append((r.boxes[m], r.difficult[m]))

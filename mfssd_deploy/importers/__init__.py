@@ -41,7 +41,11 @@ def load_state(path: Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):
         raise MfssdError(f"{path} is not a PyTorch zip checkpoint (a pre-1.6 file? re-save it with torch.save)")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5: allowed for this load only
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            torch.serialization.add_safe_globals([argparse.Namespace])
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise MfssdError(

@@ -4,7 +4,8 @@ The network maps one to one onto this project's FSSD (85 tensors): `base.{0..33}
 fc6, fc7), `extras.{0..3}` (conv6_1, conv6_2, conv7_1, conv7_2), `ft_module.{0,1,2}.conv` (the fusion's
 1x1 convs on conv4_3, fc7 and conv7_2), `fea_bn`, `pyramid_ext.{0..5}.conv`, `loc.k`, `conf.k`. Its
 priors are this project's FSSD set. Input: BGR minus (104, 117, 123), std 1: in this project's terms
-colour "bgr", mean (104, 117, 123) / 255, std 1/255.
+colour "bgr", mean (104, 117, 123) / 255, std 1/255. Priors: this project's FSSD set (its VOC_300), or
+for an 81-class (COCO) model its COCO_300 sizes, as its train_test.py picks them by dataset.
 
 The fusion's bilinear upsampling was align_corners=True under the PyTorch 0.2-0.4 the authors trained
 with (the repository's 0.4 branch hard-codes it) and is False under later PyTorch: the weights cannot
@@ -26,6 +27,11 @@ from mfssd_deploy.errors import MfssdError
 MEAN = (104 / 255, 117 / 255, 123 / 255)  # BGR order, as the reference feeds the network
 STD = (1 / 255, 1 / 255, 1 / 255)
 ALIGN_CORNERS_DEFAULT = True  # the released weights were trained under PyTorch 0.2-0.4
+# Its train_test.py picks the prior set by dataset: COCO_300's sizes for COCO (81 classes), VOC_300's
+# (this project's FSSD set) otherwise.
+COCO_CLASSES = 81
+COCO_MIN = (21, 45, 99, 153, 207, 261)
+COCO_MAX = (45, 99, 153, 207, 261, 315)
 _VGG = {0: "conv1_1", 2: "conv1_2", 5: "conv2_1", 7: "conv2_2", 10: "conv3_1", 12: "conv3_2", 14: "conv3_3",
         17: "conv4_1", 19: "conv4_2", 21: "conv4_3", 24: "conv5_1", 26: "conv5_2", 28: "conv5_3", 31: "fc6",
         33: "fc7"}  # fmt: skip
@@ -80,7 +86,8 @@ def convert(state: dict[str, Any], class_names: tuple[str, ...],
     k = num_classes(state)
     if len(class_names) != k - 1:
         raise MfssdError(f"the head has {k - 1} classes but {len(class_names)} names were given")
-    cfg = replace(make_config("fssd", k, class_names), priors=FSSD_PRIORS, mean=MEAN, std=STD, color="bgr",
+    priors = replace(FSSD_PRIORS, min_sizes=COCO_MIN, max_sizes=COCO_MAX) if k == COCO_CLASSES else FSSD_PRIORS
+    cfg = replace(make_config("fssd", k, class_names), priors=priors, mean=MEAN, std=STD, color="bgr",
                   nms=NMSConfig(conf_thresh=0.01, iou_thresh=0.45, max_det=200),
                   upsample_align_corners=align_corners)  # fmt: skip
     cfg.validate()
