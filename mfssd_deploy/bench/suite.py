@@ -19,6 +19,8 @@ from mfssd_deploy.bench import report
 from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget, build_group_engines
 from mfssd_deploy.bench.harness import Runner
 from mfssd_deploy.errors import MfssdError, installed
+from mfssd_deploy.runtime.backends import CPU_RUNTIMES as BACKEND_CPU_RUNTIMES
+from mfssd_deploy.runtime.backends import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -152,29 +154,29 @@ def _format_of(path: Path) -> str:
 Spec = dict[str, Any]  # plain JSON: a configuration can be rebuilt in another process (memory is measured there)
 
 
-# The CPU runtimes an ONNX artifact is benchmarked in (--runtimes): our Detector on each backend, with
-# OpenVINO also at its bf16 precision hint for FP32 files (its default on CPUs with AVX512-BF16 / AMX).
-CPU_RUNTIMES = ("onnxruntime", "openvino", "openvino-bf16")
+# The CPU runtimes an ONNX artifact is benchmarked in (--runtimes): our Detector on each backend that takes
+# .onnx on a CPU, with OpenVINO also at its bf16 hint for FP32 files; derived from the backend registry.
+CPU_RUNTIMES = BACKEND_CPU_RUNTIMES
 
 
 def installed_cpu_runtimes() -> tuple[str, ...]:
-    ov = installed("openvino")
-    return tuple(r for r in CPU_RUNTIMES if ov or not r.startswith("openvino"))
+    return tuple(r for e in REGISTRY.values() if e.module_needed is None or installed(e.module_needed)
+                 for r in e.cpu_runtimes)  # fmt: skip
 
 
 def default_cpu_runtimes() -> tuple[str, ...]:
-    """The default --runtimes: every installed one, or only the runtime MFSSD_ONNX_CPU_BACKEND pins (the
-    variable that pins the Detector's CPU runtime pins the benchmark's too)."""
-    from mfssd_deploy.runtime.backends import ONNX_CPU_ENV
+    """The default --runtimes: every installed one, or only the runtimes of the backend that
+    MFSSD_ONNX_CPU_BACKEND pins (the variable that pins the Detector's CPU runtime pins the benchmark's too)."""
+    from mfssd_deploy.runtime.backends import ONNX_CPU_ENV, pinned_cpu_backend
 
-    have, pinned = installed_cpu_runtimes(), os.environ.get(ONNX_CPU_ENV)
+    have, pinned = installed_cpu_runtimes(), pinned_cpu_backend()
     if not pinned:
         return have
-    if pinned not in ("onnxruntime", "openvino"):
-        raise MfssdError(f"{ONNX_CPU_ENV}={pinned!r}: set it to onnxruntime or openvino (or unset it)")
-    if pinned == "openvino" and "openvino" not in have:
-        raise MfssdError(f'{ONNX_CPU_ENV}=openvino but OpenVINO is not installed: pip install "mfssd-deploy[openvino]"')
-    return tuple(r for r in have if r.removesuffix("-bf16") == pinned)
+    mine = REGISTRY[pinned].cpu_runtimes
+    if not set(mine) & set(have):
+        raise MfssdError(f"{ONNX_CPU_ENV}={pinned} but {REGISTRY[pinned].title} is not installed: "
+                         f'pip install "mfssd-deploy[{REGISTRY[pinned].extra}]"')  # fmt: skip
+    return tuple(r for r in have if r in mine)
 
 
 def detector_spec(path: Path, group: str, fmt: str, weights: str, device: str, batch: int, threads: int = 0,

@@ -37,15 +37,25 @@ class Entry:
     cls: str  # a class, or a function that returns the backend (open_tensorrt)
     suffixes: tuple[str, ...]  # model files it loads
     takes_max_batch: bool = False  # gets the Detector's batch_size (an explicit TensorRT EP profile)
+    extra: str | None = None  # the pip extra that installs it (None: the lean install has it)
+    module_needed: str | None = None  # the importable module that tells whether it is installed
+    cpu_runtimes: tuple[str, ...] = ()  # the bench's CPU runtime names of an ONNX file in this backend
+    title: str = ""  # the runtime's own name, for messages
 
 
 REGISTRY: dict[str, Entry] = {
-    "torch": Entry("torch_backend", "TorchBackend", (".pt",)),
-    "onnxruntime": Entry("onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",), takes_max_batch=True),
+    "torch": Entry("torch_backend", "TorchBackend", (".pt",), extra="torch", module_needed="torch", title="PyTorch"),
+    "onnxruntime": Entry("onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",), takes_max_batch=True,
+                         module_needed="onnxruntime", cpu_runtimes=("onnxruntime",), title="ONNX Runtime"),
     # open_tensorrt picks the buffers: torch CUDA tensors, or NVIDIA's CUDA bindings (end2end, no torch)
-    "tensorrt": Entry("tensorrt_backend", "open_tensorrt", (".engine",)),
-    "openvino": Entry("openvino_backend", "OpenVinoBackend", (".onnx",)),  # the [openvino] extra
-}
+    "tensorrt": Entry("tensorrt_backend", "open_tensorrt", (".engine",), extra="trt", module_needed="tensorrt",
+                      title="TensorRT"),
+    # OpenVINO runs FP32 files at its f32 hint and, as a second bench runtime, at its bf16 hint
+    "openvino": Entry("openvino_backend", "OpenVinoBackend", (".onnx",), extra="openvino", module_needed="openvino",
+                      cpu_runtimes=("openvino", "openvino-bf16"), title="OpenVINO"),
+}  # fmt: skip
+# The CPU runtimes an ONNX file is benchmarked in (mfssd-bench --runtimes), from the table above.
+CPU_RUNTIMES: tuple[str, ...] = tuple(r for e in REGISTRY.values() for r in e.cpu_runtimes)
 # The backend a file gets when none is named: the first registered one that loads its suffix.
 DEFAULT_FOR_SUFFIX: dict[str, str] = {}
 for _name, _entry in REGISTRY.items():
@@ -65,6 +75,18 @@ OPENVINO_FASTER = ("int8-qdq", "int8-qdq-u8")
 ONNX_CPU_ENV = "MFSSD_ONNX_CPU_BACKEND"
 
 
+def pinned_cpu_backend() -> str | None:
+    """The backend MFSSD_ONNX_CPU_BACKEND pins for .onnx files on a CPU (None: the rule above decides); the
+    Detector and the bench both read it here."""
+    pinned = os.environ.get(ONNX_CPU_ENV)
+    if not pinned:
+        return None
+    takers = [n for n, e in REGISTRY.items() if e.cpu_runtimes]
+    if pinned not in takers:
+        raise MfssdError(f"{ONNX_CPU_ENV}={pinned!r}: set it to {' or '.join(takers)} (or unset it)")
+    return pinned
+
+
 def default_backend(path: Path, device: str, options: dict[str, Any] | None = None) -> str:
     """The backend a file gets when none is named (DEFAULT_FOR_SUFFIX, except the CPU rule above; options
     meant for a backend, e.g. ONNX Runtime's provider_options, keep the file on the default one)."""
@@ -75,10 +97,8 @@ def default_backend(path: Path, device: str, options: dict[str, Any] | None = No
         raise MfssdError(f"{path}: unknown model type {path.suffix!r}; pass a {known} file")
     if suffix != ".onnx" or device != "cpu" or options:
         return default
-    forced = os.environ.get(ONNX_CPU_ENV)
+    forced = pinned_cpu_backend()
     if forced:
-        if forced not in ("onnxruntime", "openvino"):
-            raise MfssdError(f"{ONNX_CPU_ENV}={forced!r}: set it to onnxruntime or openvino (or unset it)")
         return forced
     if not installed("openvino"):
         return default
