@@ -333,7 +333,7 @@ def test_a_layout_goes_through_every_command(
                    "--no-memory", "-q", "--json", str(out)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     rows = json.loads(out.read_text())["rows"]
-    assert rows and all(r["map"] is not None for r in rows)
+    assert rows and all(r["map"] is not None and set(r["aitod"]) == set(AITOD_BUCKETS) for r in rows)
 
 
 def test_max_dets_other_than_100_keeps_every_coco_number(layouts: dict[str, Path]) -> None:

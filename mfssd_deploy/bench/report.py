@@ -391,8 +391,8 @@ def _memory(row: dict[str, Any]) -> str:
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     head = ("| configuration | batch | img/s | mean | p50 | p90 | p99 | pre | infer | post | params | GFLOPs "
-            "| GFLOP/s (% peak) | MB | mem MB | mAP@0.5 | APs |")  # fmt: skip
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| GFLOP/s (% peak) | MB | mem MB | mAP@0.5 | APs | APt (8-16 px) |")  # fmt: skip
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lat, st = r["latency_ms"], r.get("stages_ms") or {}
         frac = r.get("fraction_of_peak")
@@ -403,7 +403,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             f"| {_fmt(st.get('pre'), '.1f')} | {_fmt(st.get('infer'), '.1f')} | {_fmt(st.get('post'), '.1f')} "
             f"| {_fmt(r.get('params'), ',')} | {_fmt(r.get('gflops'), '.2f')} | {roof} "
             f"| {_fmt(r.get('size_mb'), '.1f')} "
-            f"| {_memory(r)} | {_fmt(r.get('map'), '.4f')} | {_fmt(r.get('aps'), '.4f')} |"
+            f"| {_memory(r)} | {_fmt(r.get('map'), '.4f')} | {_fmt(r.get('aps'), '.4f')} "
+            f"| {_fmt((r.get('aitod') or {}).get('APt'), '.4f')} |"
         )
     return "\n".join(lines)
 

@@ -52,6 +52,8 @@ class BenchRequest:
     peers: bool = True
     val: str | None = None  # accuracy: "synth" (the demo's fresh synthetic set) or a dataset folder
     val_images: int = 200
+    val_format: str | None = None  # the --val folder's layout (data.sources.LAYOUTS); None: found from it
+    val_classes: str | None = None  # a VOC --val folder's class list
     images: str | None = None  # folder of timing images; None: the bundled samples
     device: str = "auto"  # auto | cpu | cuda
     memory: bool = True  # each configuration's peak memory, alone in a fresh process
@@ -158,7 +160,7 @@ def _load_configurations(req: BenchRequest) -> _Loaded:
     # the synthetic set calibrates the groups' INT8 exports and is the default validation set
     need_data = req.val == "synth" or any(g in GROUPS for g in groups)
     data = suite.synth_data(cache, calib=100, val=req.val_images) if need_data else None
-    val_source = _val_source(req.val, data)  # before the long work: a wrong --val DIR fails now
+    val_source = _val_source(req, data)  # before the long work: a wrong --val DIR fails now
     engines = engine_target(devices, req) if any(g in GROUPS for g in groups) else None
     models = suite.prepare(groups, cache, data / "train" if data else None, engines)
     runtimes = _runtimes(req.runtimes)
@@ -366,19 +368,21 @@ def _require_group_extras(groups: list[str], named: bool) -> None:
             ) from exc
 
 
-def _val_source(val: str | None, data: Path | None) -> Any:
-    if val is None:
+def _val_source(req: BenchRequest, data: Path | None) -> Any:
+    if req.val is None:
         return None
     from mfssd_deploy.data.sources import open_dataset
 
-    return open_dataset(data if val == "synth" and data else val, "val")
+    if req.val == "synth" and data:
+        return open_dataset(data, "val")
+    return open_dataset(req.val, "val", req.val_classes, req.val_format)
 
 
 def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> None:
     if source is None:
         return
     from mfssd_deploy.bench.suite import RANDOM
-    from mfssd_deploy.evaluation.coco import coco_available
+    from mfssd_deploy.evaluation.coco import AITOD_BUCKETS, coco_available
     from mfssd_deploy.evaluation.runner import detector_predictor, evaluate
 
     coco = coco_available()  # APs needs pycocotools; mAP@0.5 (the targets' figure) does not
@@ -392,6 +396,7 @@ def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> N
                        max_images=max_images, coco=coco, progress=False)  # fmt: skip
         r.facts["map"] = res["voc07_map"]
         r.facts["aps"] = res.get("coco", {}).get("APs")
+        r.facts["aitod"] = {k: v for k, v in res.get("coco", {}).items() if k in AITOD_BUCKETS} or None
         r.facts["val"] = {"data": label, "images": res["images"]}
 
 

@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfssd_deploy.cli import run_cli
-from mfssd_deploy.cli.options import add_deprecated_alias, add_device_option, add_engine_options, add_json_option
+from mfssd_deploy.cli.options import (
+    DataArgs,
+    add_deprecated_alias,
+    add_device_option,
+    add_engine_options,
+    add_json_option,
+)
 
 if TYPE_CHECKING:
     from mfssd_deploy.bench.run import BenchRequest
@@ -111,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = ap.add_argument_group("TensorRT engines of the model groups (on a GPU with TensorRT)")
     add_engine_options(t, ("workspace", "timing_cache"),
                        timing_cache_default="one per GPU, TensorRT version and profile in --cache")  # fmt: skip
+    DataArgs.add(ap)  # the --val folder's layout and class list
     return ap
 
 
@@ -132,6 +139,8 @@ def bench_request(args: argparse.Namespace) -> BenchRequest:
         peers=args.peers,
         val=args.val,
         val_images=args.val_images,
+        val_format=args.format,
+        val_classes=args.classes,
         images=args.images,
         device=args.device,
         memory=args.memory,
