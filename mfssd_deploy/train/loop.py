@@ -126,7 +126,9 @@ def _model_and_config(opt: TrainOptions, source: Source) -> tuple[nn.Module, Mod
         if opt.new_head and set(cfg.class_names) != set(source.class_names):
             return _new_head(cfg, ckpt, source, start), replace(
                 cfg, num_classes=source.num_classes, class_names=source.class_names), ckpt  # fmt: skip
-        if not opt.new_head and set(cfg.class_names) != set(source.class_names):
+        if opt.new_head:  # the same names: nothing to re-initialise
+            log.warning("--new-head: %s already detects the data's classes; its class head is kept", start)
+        elif set(cfg.class_names) != set(source.class_names):
             hint = " (or --finetune it with --new-head for a fresh class head)" if opt.finetune else ""
             try:
                 source.aligned_to(cfg.class_names, start)
