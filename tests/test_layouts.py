@@ -385,3 +385,22 @@ def test_convert_stops_on_a_broken_split_and_keeps_same_named_images(
     back = open_dataset(tmp_path / "c")
     assert len(back.records) == 4 and len({r.path for r in back.records}) == 4
     assert sum(len(r.boxes) for r in back.records) == sum(len(r.boxes) for r in open_dataset(twin).records)
+
+
+def test_visdrone_layout_with_classes_of_its_own(layouts: dict[str, Path], tmp_path: Path) -> None:
+    """--classes names categories 1..N of a VisDrone-layout set; N+1 is then its "others" (ignored)."""
+    import shutil
+
+    data = tmp_path / "v"
+    shutil.copytree(layouts["visdrone"], data)
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"k{i}\n" for i in range(1, 11)))
+    src = open_dataset(data, classes=names)
+    ref = open_dataset(layouts["visdrone"])
+    assert src.class_names == tuple(f"k{i}" for i in range(1, 11))
+    for r, q in zip(src.records, ref.records, strict=True):
+        np.testing.assert_array_equal(r.boxes, q.boxes)
+        assert r.labels.tolist() == q.labels.tolist() and len(r.crowd_boxes) == len(q.crowd_boxes)
+    names.write_text("a\nb\nc\n")  # categories 4 and up are now beyond a 3-class set's 0..4
+    with pytest.raises(MfssdError, match=r"outside 0\.\.4"):
+        open_dataset(data, classes=names)

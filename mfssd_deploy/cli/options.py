@@ -145,6 +145,7 @@ class DataArgs:
         group.add_argument("--format", choices=list(LAYOUTS),
                            help="the dataset's layout (default: found from the folder; "
                            + "; ".join(f"{k}: {v.looks_like}" for k, v in LAYOUTS.items()) + ")")  # fmt: skip
-        group.add_argument("--classes", help="a VOC folder's class list: 'voc' or a text file, one name per line "
+        group.add_argument("--classes", help="a VOC folder's class list ('voc' or a text file, one name per line; "
+                           "also the names of a VisDrone-layout set's categories 1..N) "
                            "(default: classes.txt/labels.txt beside the annotations, VOC's 20 for VOC2007/VOC2012, "
                            "else the names in the XML files, sorted); classes are always matched by name")  # fmt: skip

@@ -224,9 +224,7 @@ def _load_yolo(p: Path, split: str, classes: str | os.PathLike[str] | None) -> S
 def _load_visdrone(p: Path, split: str, classes: str | os.PathLike[str] | None) -> Source:
     from mfssd_deploy.data.visdrone import load_visdrone
 
-    if classes is not None:
-        raise MfssdError("--classes applies to VOC folders; VisDrone's ten classes are fixed")
-    return load_visdrone(p, split)
+    return load_visdrone(p, split, classes)
 
 
 def _is_yolo(p: Path, split: str) -> bool:

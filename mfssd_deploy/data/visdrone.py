@@ -22,7 +22,6 @@ from mfssd_deploy.data.records import Source, _check_box, _record, _report
 from mfssd_deploy.errors import MfssdError, MissingSplit
 
 CLASSES = ("pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor")
-IGNORED = (0, 11)  # ignored regions, others
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val",), "test": ("test-dev", "test-challenge", "test")}
 MAX_DETS = 500  # the benchmark scores up to 500 detections per image
 
@@ -45,7 +44,12 @@ def is_visdrone(root: Path) -> bool:
     )
 
 
-def load_visdrone(root: str | os.PathLike[str], split: str) -> Source:
+def load_visdrone(root: str | os.PathLike[str], split: str, classes: str | os.PathLike[str] | None = None) -> Source:
+    """A VisDrone-DET split. `classes` (a class-list file) names categories 1..N for a set in VisDrone's
+    layout with classes of its own; the default is the benchmark's ten."""
+    from mfssd_deploy.classes import read_class_list
+
+    names = CLASSES if classes is None else read_class_list(classes)
     folder = split_folder(Path(root), split)
     if folder is None:
         like = f"VisDrone2019-DET-{SPLIT_FOLDERS.get(split, (split,))[0]}"
@@ -76,22 +80,22 @@ def load_visdrone(root: str | os.PathLike[str], split: str) -> Source:
             except (ValueError, IndexError):
                 _report(skipped, ann.name, f"line {n}: not left,top,width,height,score,category,...")
                 continue
-            if not 0 <= cat <= 11:
-                raise MfssdError(f"{where}: category {cat} is outside VisDrone's 0..11 (0 ignored regions, "
-                                 "1-10 classes, 11 others)")  # fmt: skip
+            if not 0 <= cat <= len(names) + 1:
+                raise MfssdError(f"{where}: category {cat} is outside 0..{len(names) + 1} (0 ignored regions, "
+                                 f"1-{len(names)} classes, {len(names) + 1} others)")  # fmt: skip
             box, problem = _check_box(left, top, left + bw, top + bh, w, h)
             if box is None:
                 _report(skipped, ann.name, f"line {n}: {problem}")
                 continue
-            if cat in IGNORED or score == 0:
+            if cat in (0, len(names) + 1) or score == 0:  # ignored regions, "others"
                 ignore.append(box)
             else:
                 boxes.append(box)
                 labels.append(cat)
         rec = _record(img, i, w, h, boxes, labels, [False] * len(labels))
         # an ignore region holds for every class: one crowd region per class, as COCO keeps them per class
-        rec.crowd_boxes = np.asarray([b for b in ignore for _ in CLASSES], np.float32).reshape(-1, 4)
-        rec.crowd_labels = np.asarray([c for _ in ignore for c in range(1, len(CLASSES) + 1)], np.int64)
+        rec.crowd_boxes = np.asarray([b for b in ignore for _ in names], np.float32).reshape(-1, 4)
+        rec.crowd_labels = np.asarray([c for _ in ignore for c in range(1, len(names) + 1)], np.int64)
         rec.crowd_areas = np.full(len(rec.crowd_labels), np.nan)
         records.append(rec)
-    return Source(folder.name, CLASSES, records, skipped)
+    return Source(folder.name, tuple(names), records, skipped)
