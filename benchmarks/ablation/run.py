@@ -235,18 +235,18 @@ def report_md(summ: dict[str, dict[str, Any]], runs: list[dict[str, Any]], proto
     for v, row in summ.items():
         p = PAPER[v]
         if not row["seeds"]:
-            lines.append(f"| {LABELS[v]} | | {row.get('lr') or ''} | 0 ({row['diverged']} diverged) |"
+            lines.append(f"| {LABELS[v]} | | {row.get('lr') or 'none'} | 0 ({row['diverged']} did not survive) |"
                          + " |" * (len(METRICS) + 4))  # fmt: skip
             continue
-        seeds = f"{row['seeds']}" + (f" ({row['diverged']} diverged)" if row.get("diverged") else "")
+        seeds = f"{row['seeds']}" + (f" ({row['diverged']} did not survive)" if row.get("diverged") else "")
         lines.append(f"| {LABELS[v]} | {row['params']:,} ({row['params_full_width']:,}) | {row.get('lr') or ''} "
                      f"| {seeds} | " + " | ".join(cell(row, m) for m in METRICS)
                      + f" | {cell(row, 'large_map50')} | {cell(row, 'large_APs')}"
                      + f" | {p['voc07'] or ''} | {p['coco_aps'] or ''} |")  # fmt: skip
     diverged = [r for r in runs if r.get("diverged")]
     if diverged:
-        lines += ["", "Diverged (no metrics): " + "; ".join(f"{LABELS[r['variant']]} seed {r['seed']}: "
-                                                         f"{r['diverged']}" for r in diverged)]  # fmt: skip
+        said = "; ".join(f"{LABELS[r['variant']]} seed {r['seed']}: {r['diverged']}" for r in diverged)
+        lines += ["", f"Did not survive the protocol (no metrics): {said}"]
     total = sum(r["train_seconds"] for r in runs)
     lines += ["", f"{len(runs)} runs, {total / 3600:.2f} h of training in all."]
     return "\n".join(lines) + "\n"
