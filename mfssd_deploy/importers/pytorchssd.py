@@ -23,6 +23,7 @@ import torch
 
 from mfssd_deploy.config import FSSD_PRIORS, ModelConfig, NMSConfig, make_config
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.importers.common import head_classes, mapped
 
 MEAN = (104 / 255, 117 / 255, 123 / 255)  # BGR order, as the reference feeds the network
 STD = (1 / 255, 1 / 255, 1 / 255)
@@ -62,11 +63,7 @@ def detect(state: dict[str, Any]) -> bool:
 
 
 def num_classes(state: dict[str, Any]) -> int:
-    out = int(state["conf.0.weight"].shape[0])
-    anchors = FSSD_PRIORS.boxes_per_location[0]
-    if out % anchors:
-        raise MfssdError(f"conf.0 has {out} channels, not {anchors} anchors x K")
-    return out // anchors
+    return head_classes(state, "conf.0.weight", FSSD_PRIORS.boxes_per_location[0])
 
 
 def coco_names() -> tuple[str, ...]:
@@ -77,18 +74,11 @@ def convert(state: dict[str, Any], class_names: tuple[str, ...],
             align_corners: bool = ALIGN_CORNERS_DEFAULT) -> tuple[ModelConfig, dict[str, Any]]:  # fmt: skip
     state = {k: v for k, v in state.items() if k != "L2Norm.weight"}  # built but unused by FSSD_vgg
     state.setdefault("fea_bn.num_batches_tracked", torch.tensor(0))  # files from before PyTorch 0.4.1
-    mapping = key_map()
-    missing = [k for k in mapping if k not in state]
-    unexpected = [k for k in state if k not in mapping]
-    if missing or unexpected:
-        raise MfssdError(f"not a PytorchSSD FSSD300 state_dict: missing {missing[:3]}, unexpected {unexpected[:3]} "
-                         f"({len(missing)} and {len(unexpected)} in all)")  # fmt: skip
     k = num_classes(state)
-    if len(class_names) != k - 1:
-        raise MfssdError(f"the head has {k - 1} classes but {len(class_names)} names were given")
+    ours = mapped(state, key_map(), "PytorchSSD FSSD300", k, class_names)
     priors = replace(FSSD_PRIORS, min_sizes=COCO_MIN, max_sizes=COCO_MAX) if k == COCO_CLASSES else FSSD_PRIORS
     cfg = replace(make_config("fssd", k, class_names), priors=priors, mean=MEAN, std=STD, color="bgr",
                   nms=NMSConfig(conf_thresh=0.01, iou_thresh=0.45, max_det=200),
                   upsample_align_corners=align_corners)  # fmt: skip
     cfg.validate()
-    return cfg, {mapping[name]: v for name, v in state.items()}
+    return cfg, ours

@@ -22,6 +22,7 @@ from typing import Any
 
 from mfssd_deploy.config import SSD300_PRIORS, ModelConfig, NMSConfig, make_config
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.importers.common import head_classes, mapped
 
 MEAN = (123 / 255, 117 / 255, 104 / 255)  # RGB order: the reference subtracts (104, 117, 123) from BGR
 STD = (1 / 255, 1 / 255, 1 / 255)
@@ -51,11 +52,7 @@ def detect(state: dict[str, Any]) -> bool:
 
 
 def num_classes(state: dict[str, Any]) -> int:
-    out = int(state["conf.0.weight"].shape[0])
-    anchors = 2 + 2 * len(SSD300_PRIORS.aspect_ratios[0])
-    if out % anchors:
-        raise MfssdError(f"conf.0 has {out} channels, not {anchors} anchors x K")
-    return out // anchors
+    return head_classes(state, "conf.0.weight", SSD300_PRIORS.boxes_per_location[0])
 
 
 def coco_names() -> tuple[str, ...]:
@@ -63,17 +60,10 @@ def coco_names() -> tuple[str, ...]:
 
 
 def convert(state: dict[str, Any], class_names: tuple[str, ...]) -> tuple[ModelConfig, dict[str, Any]]:
-    mapping = key_map()
-    missing = [k for k in mapping if k not in state]
-    unexpected = [k for k in state if k not in mapping]
-    if missing or unexpected:
-        raise MfssdError(f"not an ssd.pytorch SSD300 state_dict: missing {missing[:3]}, unexpected {unexpected[:3]} "
-                         f"({len(missing)} and {len(unexpected)} in all)")  # fmt: skip
     k = num_classes(state)
-    if len(class_names) != k - 1:
-        raise MfssdError(f"the head has {k - 1} classes but {len(class_names)} names were given")
+    ours = mapped(state, key_map(), "ssd.pytorch SSD300", k, class_names)
     priors = SSD300_PRIORS if k == 21 else replace(SSD300_PRIORS, min_sizes=COCO_MIN, max_sizes=COCO_MAX)
     cfg = replace(make_config("ssd300", k, class_names), priors=priors, mean=MEAN, std=STD,
                   nms=NMSConfig(conf_thresh=0.01, iou_thresh=0.45, max_det=200))  # fmt: skip
     cfg.validate()
-    return cfg, {mapping[name]: v for name, v in state.items()}
+    return cfg, ours

@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from mfssd_deploy.config import SSD300_PRIORS, ModelConfig, NMSConfig, PriorSpec, make_config
-from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.importers.common import head_classes, mapped
 
 NAME = "torchvision"
 SCALES = (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05)
@@ -67,11 +67,7 @@ def detect(state: dict[str, Any]) -> bool:
 
 def num_classes(state: dict[str, Any]) -> int:
     """Classes (background included) from the first classification head: 4 anchors there."""
-    out = int(state["head.classification_head.module_list.0.weight"].shape[0])
-    anchors = 2 + 2 * len(SSD300_PRIORS.aspect_ratios[0])
-    if out % anchors:
-        raise MfssdError(f"head.classification_head.module_list.0 has {out} channels, not {anchors} anchors x K")
-    return out // anchors
+    return head_classes(state, "head.classification_head.module_list.0.weight", SSD300_PRIORS.boxes_per_location[0])
 
 
 def coco_names() -> tuple[str, ...]:
@@ -84,16 +80,8 @@ def coco_names() -> tuple[str, ...]:
 
 def convert(state: dict[str, Any], class_names: tuple[str, ...]) -> tuple[ModelConfig, dict[str, Any]]:
     """(config, our state_dict) of a torchvision ssd300_vgg16 state_dict."""
-    mapping = key_map()
-    missing = [k for k in mapping if k not in state]
-    unexpected = [k for k in state if k not in mapping]
-    if missing or unexpected:
-        raise MfssdError(f"not a torchvision ssd300_vgg16 state_dict: missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]} ({len(missing)} and {len(unexpected)} in all)")  # fmt: skip
     k = num_classes(state)
-    if len(class_names) != k - 1:
-        raise MfssdError(f"the head has {k - 1} classes but {len(class_names)} names were given; give one name per "
-                         "class (--classes FILE), background excluded")  # fmt: skip
+    ours = mapped(state, key_map(), "torchvision ssd300_vgg16", k, class_names)
     base = make_config("ssd300", k, class_names)
     priors = replace(SSD300_PRIORS, min_sizes=tuple(300 * s for s in SCALES[:-1]),
                      max_sizes=tuple(300 * s for s in SCALES[1:]), clip="wh")  # fmt: skip
@@ -101,7 +89,7 @@ def convert(state: dict[str, Any], class_names: tuple[str, ...]) -> tuple[ModelC
                   nms=NMSConfig(conf_thresh=0.01, iou_thresh=0.45, max_det=200, wh_clamp=WH_CLAMP,
                                 clip_before_nms=True))  # fmt: skip
     cfg.validate()
-    return cfg, {mapping[k2]: v for k2, v in state.items()}
+    return cfg, ours
 
 
 def describe(state: dict[str, Any]) -> str:
