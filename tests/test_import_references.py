@@ -44,8 +44,12 @@ def _run(ckpt: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _close(got: np.ndarray, ref: np.ndarray) -> None:
+    """Equal up to FP32 summation order, which differs between CPUs (the fixtures were recorded on one):
+    |d| <= 1e-6 of the tensor's largest value. Seeded weights drive the deep outputs to ~900, where one
+    ulp is 6e-5; the two FSSD upsampling settings differ by ~80, five orders of magnitude above this."""
     assert got.shape == ref.shape
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    scale = float(np.abs(ref).max())
+    assert float(np.abs(got - ref).max()) <= 1e-6 * max(scale, 1.0)
 
 
 @pytest.mark.parametrize("classes", [21, 4])
@@ -83,6 +87,6 @@ def test_pytorchssd_fssd_equals_its_forward_pass(flag: str, key: str, tmp_path: 
     _close(loc, ref[f"loc_{key}"])
     _close(conf, ref[f"conf_{key}"])
     other = "ac0" if key == "ac1" else "ac1"
-    assert np.abs(conf - ref[f"conf_{other}"]).max() > 1e-3  # the setting matters: the test can tell
+    assert np.abs(conf - ref[f"conf_{other}"]).max() > 1.0  # the setting matters: the test can tell
     ckpt = read_checkpoint(out)
     assert ckpt["format"] == ("mfssd-checkpoint/2" if key == "ac1" else "mfssd-checkpoint/1")
