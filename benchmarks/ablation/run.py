@@ -57,6 +57,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--clip-grad-norm", type=float, default=35.0,
                     help="gradient-norm clipping for every variant (default 35, mmdetection's RetinaNet recipe; "
                          "0 disables)")  # fmt: skip
+    ap.add_argument("--zoom-out", type=float, default=4.0,
+                    help="mfssd-train's zoom-out augmentation, max canvas factor (default 4, mfssd-train's; 1 "
+                         "disables it, as the demo model's recipe does: protocol v2)")  # fmt: skip
     ap.add_argument("--large-frames", type=int, default=24,
                     help="second view: the large-frame set (generate_large seed 1), tiled at native resolution "
                          "(default 24 frames; 0 skips)")  # fmt: skip
@@ -124,7 +127,7 @@ def run_one(variant: str, seed: int, data: Path, args: argparse.Namespace) -> di
         return metrics
     cmd = [tool("mfssd-train"), "--data", str(data), "--out", str(out), "--variant", variant, "--width",
            str(args.width), "--epochs", str(args.epochs), "--batch", str(args.batch), "--seed", str(seed),
-           "--warmup-epochs", str(args.warmup_epochs),
+           "--warmup-epochs", str(args.warmup_epochs), "--zoom-out", str(args.zoom_out),
            "--val-split", "", "--no-progress", "--json", str(out / "train.json")]  # fmt: skip
     if args.max_steps:
         cmd += ["--max-steps", str(args.max_steps)]
@@ -283,7 +286,7 @@ def main() -> int:
     data = Path(args.data) if args.data else synthetic(runs_dir, args.train_images, args.val_images)
     protocol = {"data": "synthetic seed 17 (52% small objects)" if not args.data else str(args.data),
                 "width": args.width, "epochs": args.epochs, "batch": args.batch, "seeds": seeds,
-                "warmup_epochs": args.warmup_epochs,
+                "warmup_epochs": args.warmup_epochs, "zoom_out": args.zoom_out,
                 "lr": args.lr if args.lr is not None else f"largest stable rung of {args.probe}",
                 "clip_grad_norm": args.clip_grad_norm or None, "large_frames": args.large_frames,
                 "train_images": None if args.data else args.train_images,
