@@ -20,7 +20,7 @@ from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.fileio import atomic_path
 
 FORMAT = "mfssd-checkpoint/1"
-# A config that an older reader would misread (today: upsample_align_corners) is written as format /2,
+# A config that an older reader would misread (today: upsample_align_corners, resize 'float') is written as format /2,
 # which such a reader refuses; this reader reads both.
 FORMAT_2 = "mfssd-checkpoint/2"
 
@@ -40,7 +40,7 @@ def save_checkpoint(
     if not isinstance(cfg, ModelConfig):
         raise TypeError("save_checkpoint needs a ModelConfig (model.config or config=)")
     payload: dict[str, Any] = {
-        "format": FORMAT_2 if cfg.upsample_align_corners else FORMAT,
+        "format": FORMAT_2 if cfg.upsample_align_corners or cfg.resize != "uint8" else FORMAT,
         "config": cfg.to_dict(),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),

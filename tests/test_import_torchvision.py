@@ -118,14 +118,16 @@ def test_end_to_end_detections_equal_torchvision(reference: tuple, tmp_path: Pat
     tv, _, ckpt = reference
     out = tmp_path / "m.pt"
     assert _import(ckpt, out, "--from", "torchvision", "--classes", str(_names(tmp_path))) == 0  # train.py format
-    img = _image()
-    ref = _torchvision_detections(tv, img)
-    (r,) = Detector(out).detect_arrays([img])
-    _same(ref, (r.boxes, r.scores, r.labels))
+    # 300x300 (torchvision's resize is a no-op) and 400x300: torchvision normalises then resizes in float,
+    # which the import's config.resize = "float" reproduces (resized in 8 bits, scores moved by up to 8e-3)
+    images = [_image(), cv2.resize(_image(), (400, 300), interpolation=cv2.INTER_CUBIC)]
+    refs = [_torchvision_detections(tv, img) for img in images]
+    for ref, r in zip(refs, Detector(out).detect_arrays(images), strict=True):
+        _same(ref, (r.boxes, r.scores, r.labels))
     assert run_cli("mfssd-export", export_main, ["--model", str(out), "--out-dir", str(tmp_path / "x"),
                                                  "--end2end", "--no-progress"]) == 0  # fmt: skip
-    (r,) = Detector(tmp_path / "x" / "m.end2end.onnx").detect_arrays([img])
-    _same(ref, (r.boxes, r.scores, r.labels))
+    for ref, r in zip(refs, Detector(tmp_path / "x" / "m.end2end.onnx").detect_arrays(images), strict=True):
+        _same(ref, (r.boxes, r.scores, r.labels))
 
 
 def test_bad_imports_are_one_line_and_write_nothing(reference: tuple, tmp_path: Path,  # type: ignore[type-arg]
@@ -183,9 +185,11 @@ def test_new_geometry_is_refused_by_an_older_reader_and_absent_otherwise(referen
     with pytest.raises(TypeError):
         old_nms(**nms)
     assert read_checkpoint(out)["config"]["priors"]["clip"] == "wh"
+    assert read_checkpoint(out)["config"]["resize"] == "float"
+    assert read_checkpoint(out)["format"] == "mfssd-checkpoint/2"  # an older checkpoint reader refuses /2
     plain = make_config("mfssd_bn", 7).to_dict()
     old_nms(**plain["nms"])  # every other model reads as before
-    assert plain["priors"]["clip"] is True
+    assert plain["priors"]["clip"] is True and "resize" not in plain
 
 
 def test_import_goes_through_int8_export_and_tiled_detection(reference: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]

@@ -296,3 +296,23 @@ def test_nncf_peer_is_written_once_and_runs(artifacts: dict[str, Path], tmp_path
     for path in (xml, artifacts["int8"]):
         num, boxes, scores, classes = OpenVinoPeer(path, cfg)(imgs)
         assert num.shape == (2, 1) and boxes.shape[0] == 2 and boxes.shape[2] == 4 and scores.shape == classes.shape
+
+
+def test_torchvision_import_in_openvino_gives_torchvision_detections(tmp_path: Path) -> None:
+    """A seeded torchvision ssd300_vgg16, imported and exported end2end, in OpenVINO (f32 hint): torchvision's
+    own model([image]) detections on the bundled samples (none 300x300), IoU >= 0.999, scores within 1e-4."""
+    from mfssd_deploy.bench.torchvision_pair import SameWeightsPeer, padded, same_weights
+    from mfssd_deploy.cli import run_cli
+    from mfssd_deploy.cli.export import main as export_main
+    from mfssd_deploy.runtime.inputs import read_image
+
+    images = [read_image(p) for p in sample_images()]
+    state, ckpt = same_weights(tmp_path, images[0])
+    argv = ["--model", str(ckpt), "--out-dir", str(tmp_path / "x"), "--name", "tv", "--end2end", "--no-progress"]
+    assert run_cli("mfssd-export", export_main, argv) == 0
+    ref = padded([(d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy() - 1)
+                  for d in SameWeightsPeer(state)(images)])  # fmt: skip
+    det = Detector(tmp_path / "x" / "tv.end2end.onnx", backend="openvino", precision_hint="f32")
+    got = padded([(r.boxes, r.scores, r.labels) for r in det.detect_arrays(images)])
+    m = match_detections(got, ref, iou_min=0.999, score_tol=1e-4)
+    assert m["ok"] and sum(m["counts"]) >= 5 * len(images), m

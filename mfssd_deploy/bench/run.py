@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfssd_deploy.bench.report import Targets
-from mfssd_deploy.bench.suite import ALL_FORMATS, GROUPS
+from mfssd_deploy.bench.suite import ALL_FORMATS, EXPORTED_GROUPS, GROUPS
 from mfssd_deploy.errors import MfssdError
 
 if TYPE_CHECKING:
@@ -153,15 +153,15 @@ def _load_configurations(req: BenchRequest) -> _Loaded:
     from mfssd_deploy.bench import harness, suite
 
     groups = list(req.models or (GROUPS if req.fps else ("demo",)))
-    _require_group_extras([g for g in groups if g in GROUPS], bool(req.models))
+    _require_group_extras([g for g in groups if g in EXPORTED_GROUPS], bool(req.models))
     devices = _devices(req.device)
     cache = req.cache or suite.default_cache()
     image_paths, images = _timing_images(req.images, cache if req.tile is not None else None)
     # the synthetic set calibrates the groups' INT8 exports and is the default validation set
-    need_data = req.val == "synth" or any(g in GROUPS for g in groups)
+    need_data = req.val == "synth" or any(g in EXPORTED_GROUPS for g in groups)
     data = suite.synth_data(cache, calib=100, val=req.val_images) if need_data else None
     val_source = _val_source(req, data)  # before the long work: a wrong --val DIR fails now
-    engines = engine_target(devices, req) if any(g in GROUPS for g in groups) else None
+    engines = engine_target(devices, req) if any(g in EXPORTED_GROUPS for g in groups) else None
     models = suite.prepare(groups, cache, data / "train" if data else None, engines)
     runtimes = _runtimes(req.runtimes)
     specs = artifact_specs(models, req.formats, devices, max(req.batch_sizes), req.threads, req.cuda_graphs, runtimes)
@@ -173,6 +173,8 @@ def _load_configurations(req: BenchRequest) -> _Loaded:
                  "benchmarks/tiling)")  # fmt: skip
     elif req.fps and req.peers and full is not None:
         specs += suite.peer_specs(full.files["eager"], devices)
+    if req.peers and req.tile is None:
+        specs += suite.same_weights_peer_specs(models, cache, devices)
     if req.fps and req.peers and req.tile is None and "cpu" in devices and "openvino" in runtimes:
         specs += suite.openvino_peer_specs(models, data / "train" if data else None, cache, req.threads)
     if not specs:
@@ -188,6 +190,9 @@ def _load_configurations(req: BenchRequest) -> _Loaded:
     runners = [harness.load_and_warm(partial(suite.build_runner, s), images, req.batch_sizes) for s in specs]
     for r, m in zip(runners, memory, strict=True):
         r.facts["memory"] = m
+    from mfssd_deploy.bench.torchvision_pair import hold_to_peer
+
+    hold_to_peer(runners, images)  # the import against torchvision on the same weights, before any timing
     return _Loaded(runners, images, devices, val_source)
 
 
@@ -443,10 +448,39 @@ def format_text(result: dict[str, Any]) -> str:
         _notes(rows),
         "",
         *ratio_lines,
+        *same_weights_lines(rows),
         "## Targets (docs/benchmarking.md)",
         *(report.Target(**t).line() for t in result["targets"]),
     ]
     return "\n".join(lines)
+
+
+def same_weights_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The torchvision pair (--models torchvision-import): each row of the import against torchvision's own model
+    on the same weights, at the same batch and device: its detections and its speed ratio."""
+    from mfssd_deploy.bench import report
+    from mfssd_deploy.bench.torchvision_pair import PEER
+
+    peers = {(r.get("device", "cpu"), r["batch"]): r for r in rows if r.get("peer") == PEER}
+    lines = []
+    for r in rows:
+        vs, peer = r.get("vs_torchvision"), peers.get((r.get("device", "cpu"), r["batch"]))
+        if vs is None or peer is None:
+            continue
+        counts = f"{vs['detections']} vs {vs['detections_torchvision']}"
+        if "same" in vs:
+            said = (f"same detections: {'yes' if vs['same'] else 'NO'} ({counts}, min IoU {vs['min_iou']:.6f}, "
+                    f"max score diff {vs['max_score_diff']:.1e})")  # fmt: skip
+        else:
+            said = f"agreement F1 {vs['f1']:.3f} ({counts} detections)"
+        ratio = r["images_per_s"] / peer["images_per_s"]
+        lines.append(f"| {report.label(r)} | {r['batch']} | {r['images_per_s']:.1f} | {ratio:.2f}x | {said} |")
+    if not lines:
+        return []
+    head = ["## torchvision ssd300_vgg16 against its import, same weights (same run)", "",
+            "| import of the weights | batch | img/s | vs torchvision eager | detections vs torchvision |",
+            "|---|---:|---:|---:|---|"]  # fmt: skip
+    return [*head, *lines, ""]
 
 
 def _notes(rows: list[dict[str, Any]]) -> str:

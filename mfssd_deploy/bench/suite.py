@@ -18,6 +18,8 @@ from mfssd_deploy.artifacts import KINDS, onnx_kind
 from mfssd_deploy.bench import report
 from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget, build_group_engines
 from mfssd_deploy.bench.harness import Runner
+from mfssd_deploy.bench.torchvision_pair import GROUP as TV_GROUP
+from mfssd_deploy.bench.torchvision_pair import PEER as TV_PEER
 from mfssd_deploy.errors import MfssdError, installed
 from mfssd_deploy.runtime.backends import CPU_RUNTIMES as BACKEND_CPU_RUNTIMES
 from mfssd_deploy.runtime.backends import REGISTRY
@@ -25,6 +27,9 @@ from mfssd_deploy.runtime.backends import REGISTRY
 log = logging.getLogger(__name__)
 
 GROUPS = ("demo", "demo-pruned", "full", "full-pruned")
+# Groups run only when named (--models): torchvision's ssd300_vgg16 and the import of its weights (torchvision_pair)
+OPT_IN_GROUPS = (TV_GROUP,)
+EXPORTED_GROUPS = (*GROUPS, *OPT_IN_GROUPS)  # checkpoints exported in this run (need calibration images, torch)
 # the artifact kinds each group is benchmarked in (rows of the artifact table; int8u8: ONNX Runtime CPU only)
 FORMATS = {name: KINDS[name] for name in ("eager", "fp32-raw", "fp32-e2e", "int8-e2e", "int8u8-e2e")}
 ALL_FORMATS = (*FORMATS, *ENGINE_FORMATS)  # the engine formats appear on a GPU with TensorRT
@@ -108,15 +113,22 @@ def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None,
 
     models = []
     for g in groups:
-        if g in GROUPS and calib_dir is None:
+        if g in EXPORTED_GROUPS and calib_dir is None:
             raise ValueError("the model groups need calibration images")
         calib = calib_dir or Path()
-        if g in GROUPS:
+        if g in EXPORTED_GROUPS:
             cache.mkdir(parents=True, exist_ok=True)
         if g == "demo":
             models.append(Model(g, _export(demo_model(), cache, "demo", calib, engines), "trained"))
         elif g == "demo-pruned":
             models.append(Model(g, _export(pruned_demo_model(), cache, "demo-pruned", calib, engines), "trained"))
+        elif g == TV_GROUP:
+            from mfssd_deploy.bench.torchvision_pair import same_weights
+            from mfssd_deploy.demo_assets import sample_images
+            from mfssd_deploy.runtime.inputs import read_image
+
+            _, ckpt = same_weights(cache, read_image(sample_images()[0]))
+            models.append(Model(g, _export(ckpt, cache, g, calib, engines), RANDOM))
         elif g in ("full", "full-pruned"):
             from mfssd_deploy.bench.fullsize_models import fullsize_checkpoint, fullsize_config, pruned_config_like
             from mfssd_deploy.checkpoint import read_checkpoint
@@ -134,7 +146,7 @@ def prepare(groups: Sequence[str], cache: Path, calib_dir: Path | None,
         else:
             path = Path(g)
             if not path.is_file():
-                raise MfssdError(f"--models {g}: not a group ({', '.join(GROUPS)}) and not a file")
+                raise MfssdError(f"--models {g}: not a group ({', '.join(EXPORTED_GROUPS)}) and not a file")
             models.append(Model(path.stem, {_format_of(path): path}, "as given"))
     return models
 
@@ -222,10 +234,22 @@ def peer_specs(full_checkpoint: Path, devices: Sequence[str] = ("cpu",)) -> list
     )]  # fmt: skip
 
 
+def same_weights_peer_specs(models: Sequence[Model], cache: Path, devices: Sequence[str] = ("cpu",)) -> list[Spec]:
+    """torchvision's ssd300_vgg16 on the weights the `torchvision` group imported, on each device."""
+    if not any(m.group == TV_GROUP for m in models):
+        return []
+    from mfssd_deploy.bench.torchvision_pair import PEER, SEED
+
+    state = cache / f"torchvision-ssd300-seed{SEED}.pth"
+    return [{"kind": "peer", "peer": PEER, "state": str(state), "device": dev} for dev in devices]
+
+
 def build_runner(spec: Spec, with_facts: bool = True) -> Runner:
     """The runner a spec describes; `with_facts` also measures parameters and GFLOPs (builds the torch model)."""
     if spec["kind"] == "detector":
         return _detector_runner(spec, with_facts)
+    if spec["peer"] == TV_PEER:
+        return _same_weights_peer(Path(spec["state"]), with_facts, spec.get("device", "cpu"))
     if spec["peer"] == "torchvision":
         return _torchvision_peer(with_facts, spec.get("device", "cpu"))
     if spec["peer"] in ("openvino", "nncf"):
@@ -332,6 +356,23 @@ def _torchvision_peer(with_facts: bool, device: str = "cpu") -> Runner:
 
         facts["params"], facts["gflops"] = count_params(peer.model), _torchvision_gflops(ssd300_vgg16)
     return Runner(facts, lambda imgs: (peer(imgs), None)[1])
+
+
+def _same_weights_peer(state: Path, with_facts: bool, device: str = "cpu") -> Runner:
+    from mfssd_deploy.bench.torchvision_pair import PEER, SameWeightsPeer
+
+    peer = SameWeightsPeer(state, device)
+    facts: dict[str, Any] = {"model": "torchvision ssd300_vgg16 (same weights)", "group": "peer", "peer": PEER,
+                             "format": "eager", "weights": RANDOM, "device": device, "backend": "torch",
+                             "precision": "fp32", "layout": "end2end", "input_size": 300,
+                             "size_mb": state.stat().st_size / 2**20}  # fmt: skip
+    if with_facts:
+        from torchvision.models.detection import ssd300_vgg16
+
+        from mfssd_deploy.complexity import count_params
+
+        facts["params"], facts["gflops"] = count_params(peer.model), _torchvision_gflops(ssd300_vgg16)
+    return Runner(facts, lambda imgs: (peer(imgs), None)[1], extra={"call": peer})
 
 
 def _reference_peer(checkpoint: Path, with_facts: bool, device: str = "cpu") -> Runner:

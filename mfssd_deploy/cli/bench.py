@@ -57,7 +57,7 @@ def _names(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mfssd_deploy.bench.suite import ALL_FORMATS, CPU_RUNTIMES, GROUPS
+    from mfssd_deploy.bench.suite import ALL_FORMATS, CPU_RUNTIMES, GROUPS, OPT_IN_GROUPS
 
     ap = argparse.ArgumentParser(
         prog="mfssd-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--soak", type=int, metavar="N",
                     help="run N calls per configuration and batch size and report memory growth")  # fmt: skip
     ap.add_argument("--models", type=_names, default=None,
-                    help=f"comma-separated groups ({', '.join(GROUPS)}) and/or .pt/.onnx/.engine files "
-                         "(default: all four groups; --soak: demo)")  # fmt: skip
+                    help=f"comma-separated groups ({', '.join(GROUPS)}; {', '.join(OPT_IN_GROUPS)}: torchvision's "
+                         "ssd300_vgg16 against the import of the same weights, named only) and/or .pt/.onnx/.engine "
+                         "files (default: all four groups; --soak: demo)")  # fmt: skip
     ap.add_argument("--formats", type=_names, default=list(ALL_FORMATS),
                     help=f"artifact kinds per group (default: {','.join(ALL_FORMATS)}; "
                          "the trt-* engines only on a GPU with TensorRT)")  # fmt: skip

@@ -85,7 +85,7 @@ def convert(state: dict[str, Any], class_names: tuple[str, ...]) -> tuple[ModelC
     base = make_config("ssd300", k, class_names)
     priors = replace(SSD300_PRIORS, min_sizes=tuple(300 * s for s in SCALES[:-1]),
                      max_sizes=tuple(300 * s for s in SCALES[1:]), clip="wh")  # fmt: skip
-    cfg = replace(base, priors=priors, mean=MEAN, std=STD,
+    cfg = replace(base, priors=priors, mean=MEAN, std=STD, resize="float",
                   nms=NMSConfig(conf_thresh=0.01, iou_thresh=0.45, max_det=200, wh_clamp=WH_CLAMP,
                                 clip_before_nms=True))  # fmt: skip
     cfg.validate()
