@@ -533,3 +533,59 @@ def test_a_server_killed_mid_load_fails_every_client_in_time_and_a_restart_serve
             tensor_results(second.url, "http")
     finally:
         second.stop()
+
+
+# ---------------------------------------------------------------- the JSON cap (serving.json_cap)
+
+
+def test_json_part_is_what_triton_would_parse() -> None:
+    from mfssd_deploy.serving.json_cap import json_part
+
+    infer = "/v2/models/demo/infer"
+    assert json_part("POST", infer, {"Content-Length": "123"}) == 123
+    assert json_part("POST", "/v2/models/demo/versions/1/infer", {"Content-Length": "5"}) == 5
+    # a binary request: only its JSON header is parsed, whatever the tensors weigh
+    assert json_part("POST", infer, {"Content-Length": str(10**9), "Inference-Header-Content-Length": "200"}) == 200
+    assert json_part("POST", infer, {}) is None  # chunked: counted as it comes
+    assert json_part("GET", "/v2/models/demo", {"Content-Length": str(10**9)}) is None
+    assert json_part("POST", "/v2/repository/index", {"Content-Length": str(10**9)}) is None
+
+
+@needs_server
+def test_json_requests_over_the_cap_get_413_and_the_server_keeps_serving(served: Served) -> None:
+    """8 MB default: one image as JSON (5.3 MB) is answered like its binary twin; a batch of 4 as JSON
+    (21 MB) or a chunked JSON body over the cap gets 413 naming binary data; binary batches pass."""
+    import http.client
+
+    import tritonclient.http as th
+    from tritonclient.utils import InferenceServerException
+
+    def infer(x: np.ndarray, binary: bool) -> Any:
+        client = th.InferenceServerClient(served.url, network_timeout=60)
+        inp = th.InferInput("images", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        try:
+            return client.infer("demo", [inp])
+        finally:
+            client.close()
+
+    one = Detector(DEMO_ONNX).preprocess([cv2.imread(PATHS[0])])
+    four = np.concatenate([one] * 4)
+    a, b = infer(one, binary=False), infer(one, binary=True)
+    assert a.as_numpy("num_dets").tolist() == b.as_numpy("num_dets").tolist() and a.as_numpy("num_dets")[0, 0] > 0
+    np.testing.assert_allclose(a.as_numpy("det_boxes"), b.as_numpy("det_boxes"), atol=1e-5)
+    with pytest.raises(InferenceServerException) as err:
+        infer(four, binary=False)
+    assert str(err.value.status()) == "413" and "binary_data=True" in str(err.value), str(err.value)
+    conn = http.client.HTTPConnection(served.url, timeout=60)
+    conn.putrequest("POST", "/v2/models/demo/infer")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    chunk = b" " * (1 << 20)
+    for _ in range(9):  # 9 MB of JSON whitespace, no Content-Length
+        conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    conn.send(b"0\r\n\r\n")
+    resp = conn.getresponse()
+    assert resp.status == 413 and b"over this server's 8 MB limit" in resp.read()
+    conn.close()
+    assert infer(four, binary=True).as_numpy("num_dets").shape == (4, 1)  # binary of any size, and still up

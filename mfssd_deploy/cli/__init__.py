@@ -23,7 +23,7 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     "triton": frozenset({"tritonclient"}),
     "openvino": frozenset({"openvino"}),
     "bench": frozenset({"openvino", "nncf"}),
-    "serve": frozenset({"pytriton"}),
+    "serve": frozenset({"pytriton", "aiohttp"}),
 }
 # Extras for one deployment path, which its own errors name (the lean TensorRT path: tensorrt_cuda.INSTALL):
 # offered for a missing module only when no other extra installs it (onnx stays [export], tensorrt [trt]).

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per instance (0: its default)")
     ap.add_argument("--max-image-mb", type=float, default=20.0, help="the image model refuses larger encoded images")
     ap.add_argument("--no-image-model", action="store_true", help="serve the tensor model only")
+    ap.add_argument("--max-json-mb", type=float, default=8.0,
+                    help="HTTP inference requests whose JSON part is larger get 413 before reaching Triton (one "
+                         "300x300 image as JSON is 5.3 MB); binary tensors of any size pass; 0: no guard")  # fmt: skip
     net = ap.add_argument_group("endpoints (loopback unless told otherwise)")
     net.add_argument("--http-address", default="127.0.0.1", help="HTTP bind address (0.0.0.0: every interface)")
     net.add_argument("--http-port", type=int, default=8000, help="HTTP port")
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         start_timeout_s=args.start_timeout,
         drain_timeout_s=args.drain_timeout,
         log_file=Path(args.log_file) if args.log_file else None,
+        json_cap_mb=args.max_json_mb,
     )
     return serve(opts)
 

@@ -58,6 +58,7 @@ class Endpoints:
     grpc_address: str = "127.0.0.1"
     grpc_port: int = 8001
     metrics_port: int | None = None  # None: metrics off (Triton would otherwise listen on 8002)
+    metrics_address: str | None = None  # None: the HTTP address
 
     def check(self) -> None:
         ports = [p for p in (self.http_port, self.grpc_port, self.metrics_port) if p is not None]
@@ -71,7 +72,8 @@ class Endpoints:
 
         for flag, address, port in (("--http-port", self.http_address, self.http_port),
                                     ("--grpc-port", self.grpc_address, self.grpc_port),
-                                    ("--metrics-port", self.http_address, self.metrics_port)):  # fmt: skip
+                                    ("--metrics-port", self.metrics_address or self.http_address,
+                                     self.metrics_port)):  # fmt: skip
             if port is None:
                 continue
             with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as s:
@@ -100,7 +102,8 @@ class Endpoints:
                f"--grpc-address={self.grpc_address}", f"--grpc-port={self.grpc_port}"]  # fmt: skip
         if self.metrics_port is None:
             return [*out, "--allow-metrics=false"]
-        return [*out, "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={self.http_address}",
+        metrics = self.metrics_address or self.http_address
+        return [*out, "--allow-metrics=true", "--allow-gpu-metrics=false", f"--metrics-address={metrics}",
                 f"--metrics-port={self.metrics_port}"]  # fmt: skip
 
 

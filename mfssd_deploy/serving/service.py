@@ -19,13 +19,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.serving.bundled import find_bundled, libpython_dir
 from mfssd_deploy.serving.contract import image_model_name
+from mfssd_deploy.serving.json_cap import DEFAULT_CAP_MB, JsonCapProxy
 from mfssd_deploy.serving.process import Endpoints, TritonProcess, in_flight_at_exit
 from mfssd_deploy.serving.repository import PythonModelOptions, TritonOptions, add_python, artifact_meta, model_name
 
@@ -48,6 +49,7 @@ class ServeOptions:
     start_timeout_s: float = 120.0
     drain_timeout_s: int = 30
     log_file: Path | None = None
+    json_cap_mb: float = DEFAULT_CAP_MB  # JSON inference bodies over this get 413 (serving.json_cap); 0: no guard
 
 
 def batching(opts: ServeOptions, meta: dict[str, Any]) -> tuple[int, tuple[int, ...]]:
@@ -114,8 +116,8 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = print) -> int:
     name = opts.name or model_name(opts.model)
     if opts.device not in ("cpu", "cuda"):
         raise MfssdError(f"--device {opts.device!r}: choose cpu or cuda")
-    if opts.instances < 1 or opts.drain_timeout_s < 0 or opts.start_timeout_s <= 0:
-        raise MfssdError("need --instances >= 1, --drain-timeout >= 0 and --start-timeout > 0")
+    if opts.instances < 1 or opts.drain_timeout_s < 0 or opts.start_timeout_s <= 0 or opts.json_cap_mb < 0:
+        raise MfssdError("need --instances >= 1, --drain-timeout >= 0, --start-timeout > 0 and --max-json-mb >= 0")
     opts.endpoints.check()
     opts.endpoints.check_free()  # a port in use: one line, exit 2, before anything can say "ready"
     if opts.repository is not None and opts.repository.exists() and any(opts.repository.iterdir()):
@@ -126,10 +128,18 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = print) -> int:
                            gpus=opts.gpus)  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="mfssd-serve-"))
     proc: TritonProcess | None = None
+    proxy: JsonCapProxy | None = None
     try:
         repo = opts.repository or work / "repository"
         models = [d.name for d in add_python(repo, opts.model, triton, opts.python, name)]
-        proc = TritonProcess(bundled, repo, work, opts.endpoints, opts.drain_timeout_s, opts.log_file)
+        inner = opts.endpoints
+        if opts.json_cap_mb > 0:  # Triton's HTTP on a loopback port, behind the guard on the user's port
+            ep = opts.endpoints
+            inner = replace(ep, http_address="127.0.0.1", http_port=_free_loopback_port(),
+                            metrics_address=ep.metrics_address or ep.http_address)  # fmt: skip
+            proxy = JsonCapProxy((ep.http_address, ep.http_port), ("127.0.0.1", inner.http_port),
+                                 int(opts.json_cap_mb * 2**20)).start()  # fmt: skip
+        proc = TritonProcess(bundled, repo, work, inner, opts.drain_timeout_s, opts.log_file)
         with Stopper() as stop:
             proc.start()
             t0 = time.monotonic()
@@ -172,4 +182,14 @@ def serve(opts: ServeOptions, on_ready: Callable[[str], None] = print) -> int:
     finally:
         if proc is not None:
             proc.kill()
+        if proxy is not None:
+            proxy.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
