@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mfssd_deploy")
 SoakRow = Callable[[dict[str, Any]], None]
+Row = dict[str, Any]
 SOAK_HEADER = (
     "| configuration | batch | calls | seconds | RSS start MB | RSS end MB | growth MB | second-half growth MB |\n"
     "|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -108,10 +109,11 @@ def _runtimes(asked: Sequence[str] | None) -> tuple[str, ...]:
 
 
 @dataclass
-class _Loaded:
-    """What the timing needs once the configurations are loaded and warmed up."""
+class _Plan:
+    """What the timing needs: the configurations (specs, each one's peak memory) and the images."""
 
-    runners: list[Runner]
+    specs: list[Spec]
+    memory: list[dict[str, Any] | None]
     images: list[Any]
     devices: list[str]
     val_source: Any
@@ -127,30 +129,30 @@ def run_bench(req: BenchRequest, on_soak_row: SoakRow | None = None) -> dict[str
     if req.threads and torch is not None:
         torch.set_num_threads(req.threads)
     t_start = time.time()
-    loaded = _load_configurations(req)
+    plan = _plan(req)
     if req.soak is not None:
-        return {"soak": _soak(loaded, req.batch_sizes, req.soak, on_soak_row)}
-    env = _environment(req, loaded.devices, torch)
-    _accuracy(loaded.runners, loaded.val_source, req.val_images, str(req.val))
-    rows = _timed_rows(loaded, req, env)
+        return {"soak": _soak(_load(plan, range(len(plan.specs)), req.batch_sizes), plan.images, req.batch_sizes,
+                              req.soak, on_soak_row)}  # fmt: skip
+    env = _environment(req, plan.devices, torch)
+    timed = _timed_sets(plan, req, env)
     from mfssd_deploy.bench import report
     from mfssd_deploy.bench.harness import peak_rss_mb
 
     env["peak_rss_mb"] = peak_rss_mb()
 
-    targets, ratios = report.targets(rows, req.batch_sizes, req.targets)
-    return {"env": env, "rows": rows, "targets": [t.__dict__ for t in targets], "ratios": ratios,
-            "speed_ratios": report.speed_ratios(rows),
+    targets, ratios = report.targets(timed.for_targets, req.batch_sizes, req.targets)
+    return {"env": env, "rows": timed.rows, "targets": [t.__dict__ for t in targets], "ratios": ratios,
+            "speed_ratios": timed.speed_ratios, "same_weights": timed.same_weights,
             "settings": {"batches": list(req.batch_sizes), "iters": req.iters, "seconds": req.seconds,
-                         "warmup": req.warmup, "timing_images": len(loaded.images), "val": req.val,
+                         "warmup": req.warmup, "timing_images": len(plan.images), "val": req.val,
                          "runtimes": list(_runtimes(req.runtimes)), "tile": req.tile, "overlap": req.overlap},
             "seconds": time.time() - t_start}  # fmt: skip
 
 
-def _load_configurations(req: BenchRequest) -> _Loaded:
-    """Models exported (once, cached), one spec per artifact, device and peer, memory measured in fresh
-    processes, then every configuration loaded and warmed up at each batch size."""
-    from mfssd_deploy.bench import harness, suite
+def _plan(req: BenchRequest) -> _Plan:
+    """Models exported (once, cached), one spec per artifact, device and peer, and each one's peak memory,
+    measured alone in a fresh process."""
+    from mfssd_deploy.bench import suite
 
     groups = list(req.models or (GROUPS if req.fps else ("demo",)))
     _require_group_extras([g for g in groups if g in EXPORTED_GROUPS], bool(req.models))
@@ -185,15 +187,132 @@ def _load_configurations(req: BenchRequest) -> _Loaded:
 
         log.info("peak memory of each configuration, alone in a fresh process (--no-memory skips)")
         memory = [peak_memory(s, image_paths, req.batch_sizes) for s in specs]
+    return _Plan(specs, memory, images, devices, val_source)
 
-    log.info("loading %d configurations (each warmed up at batch %s)", len(specs), list(req.batch_sizes))
-    runners = [harness.load_and_warm(partial(suite.build_runner, s), images, req.batch_sizes) for s in specs]
-    for r, m in zip(runners, memory, strict=True):
-        r.facts["memory"] = m
+
+def _load(plan: _Plan, indices: Sequence[int], batches: Sequence[int]) -> list[Runner]:
+    """The configurations at `indices`, each loaded and warmed up at every batch size in `batches`."""
+    from mfssd_deploy.bench import harness, suite
+
+    runners = []
+    for i in indices:
+        r = harness.load_and_warm(partial(suite.build_runner, plan.specs[i]), plan.images, batches)
+        r.facts["memory"] = plan.memory[i]
+        runners.append(r)
+    return runners
+
+
+def _release(runners: list[Runner]) -> None:
+    """Drop a set's sessions and hand the freed memory back to the system (glibc keeps it otherwise)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    runners.clear()
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the allocator keeps what it keeps
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+@dataclass
+class _Timed:
+    rows: list[dict[str, Any]]  # the table: each configuration's first timing, then the peers
+    for_targets: list[dict[str, Any]]  # the table with each batch's best full-size row timed beside the peers
+    speed_ratios: list[dict[str, Any]]  # each from the set that holds both of its rows
+    same_weights: list[dict[str, Any]]  # the torchvision-import rows with their peer's timing of the same set
+
+
+def _timed_sets(plan: _Plan, req: BenchRequest, env: dict[str, Any]) -> _Timed:
+    """Set by set (bench.sets): load, hold the torchvision import to its peer, measure accuracy once per
+    configuration, time every batch size interleaved round by round, release. Then the target peers
+    beside the best full-size row of each batch (_peer_set)."""
+    from mfssd_deploy.bench import report
+    from mfssd_deploy.bench.harness import peak_rss_mb, rss_mb
+    from mfssd_deploy.bench.sets import is_target_peer, timing_sets
     from mfssd_deploy.bench.torchvision_pair import hold_to_peer
 
-    hold_to_peer(runners, images)  # the import against torchvision on the same weights, before any timing
-    return _Loaded(runners, images, devices, val_source)
+    sets = timing_sets(plan.specs)
+    first: dict[int, list[dict[str, Any]]] = {}  # spec index -> its rows (one per batch) of its first set
+    ratios: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
+    for n, idx in enumerate(sets, 1):
+        log.info("set %d/%d: %d configurations, loaded together and timed interleaved", n, len(sets), len(idx))
+        runners = _load(plan, idx, req.batch_sizes)
+        hold_to_peer(runners, plan.images)  # the import against torchvision on the same weights, before timing
+        _accuracy([r for i, r in zip(idx, runners, strict=True) if i not in first], plan.val_source, req.val_images,
+                  str(req.val))  # once per configuration; no reference to a runner outlives its set  # fmt: skip
+        rows = _time(runners, plan.images, req, env)  # batch-major: runner k's rows are rows[k::len(idx)]
+        for k, i in enumerate(idx):
+            first.setdefault(i, rows[k :: len(idx)])
+        seen = {_ratio_key(r) for r in ratios}  # a ratio two sets can both give is taken from the first
+        ratios += [r for r in report.speed_ratios(rows) if _ratio_key(r) not in seen]
+        pairs += same_weights_rows(rows)
+        log.info("set %d/%d timed: resident %.0f MB, peak so far %.0f MB", n, len(sets), rss_mb(), peak_rss_mb())
+        _release(runners)
+    table = [row for i in sorted(first) for row in first[i]]
+    peers = [i for i, s in enumerate(plan.specs) if is_target_peer(s)]
+    for_targets = list(table)
+    if peers:
+        peer_rows, best_rows = _peer_set(plan, peers, first, table, req, env)
+        table += peer_rows
+        for_targets = [r for r in table if not any(r is old for old, _ in best_rows)]
+        for_targets += [new for _, new in best_rows]
+    return _Timed(_ordered(table, req.batch_sizes), for_targets, ratios, pairs)
+
+
+def _ratio_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["kind"], r["batch"], r["device"], r["of"], r["vs"])
+
+
+def _time(runners: list[Runner], images: list[Any], req: BenchRequest, env: dict[str, Any],
+          batches: Sequence[int] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Rows of `runners` per batch size (batch-major: every runner at the first batch, then the next), every
+    configuration's calls interleaved round by round."""
+    from mfssd_deploy.bench import harness
+
+    rows: list[dict[str, Any]] = []
+    for b in batches or req.batch_sizes:
+        chunk = harness.batch_of(images, b)
+        timed = harness.interleaved(runners, chunk, warmup=req.warmup, iters=req.iters, seconds=req.seconds)
+        for r, (times, stages) in zip(runners, timed, strict=True):
+            rows.append(harness.make_row(r, b, times, stages, peak_for(r.facts, env)))
+    return rows
+
+
+def _peer_set(plan: _Plan, peers: list[int], first: dict[int, list[Row]], table: list[Row], req: BenchRequest,
+              env: dict[str, Any]) -> tuple[list[Row], list[tuple[Row, Row]]]:  # fmt: skip
+    """Per device and batch: the target peers loaded beside the best full-size row of the table (within the
+    accuracy budgets) and timed interleaved with it. Returns the peers' rows and (table row, re-timed row)
+    of each best."""
+    from mfssd_deploy.bench import report
+    from mfssd_deploy.bench.harness import peak_rss_mb, rss_mb
+
+    _, ok = report.accuracy_budgets(table, req.targets)
+    peer_rows: list[dict[str, Any]] = []
+    best_rows: list[tuple[Row, Row]] = []
+    for dev in plan.devices:
+        on_dev = [i for i in peers if plan.specs[i].get("device", "cpu") == dev]
+        for b in req.batch_sizes if on_dev else ():
+            best, _ = report.best_full(table, b, ok, dev)
+            spec_i = next((i for i, rows in first.items() if best is not None and any(r is best for r in rows)), None)
+            idx = on_dev + ([spec_i] if spec_i is not None else [])
+            on = "" if dev == "cpu" else f" on {dev}"
+            log.info("batch %d%s: the peers beside the best full-size row (%s)", b, on,
+                     report.label(best) if best else "none")  # fmt: skip
+            runners = _load(plan, idx, [b])
+            rows = _time(runners, plan.images, req, env, [b])
+            log.info("peers timed: resident %.0f MB, peak so far %.0f MB", rss_mb(), peak_rss_mb())
+            peer_rows += rows[: len(on_dev)]
+            if best is not None:  # its accuracy was measured in its set: the re-timed row carries it
+                kept: Row = {k: best[k] for k in ("map", "aps", "aitod", "val") if k in best}
+                best_rows.append((best, {**rows[-1], **kept}))
+            _release(runners)
+    return peer_rows, best_rows
+
+
+def _ordered(rows: list[dict[str, Any]], batches: Sequence[int]) -> list[dict[str, Any]]:
+    """Batch-major, as the table reads (each batch's configurations in spec order)."""
+    return [r for b in batches for r in rows if r["batch"] == b]
 
 
 def _environment(req: BenchRequest, devices: list[str], torch: Any) -> dict[str, Any]:
@@ -213,27 +332,14 @@ def _environment(req: BenchRequest, devices: list[str], torch: Any) -> dict[str,
     return env
 
 
-def _timed_rows(loaded: _Loaded, req: BenchRequest, env: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per batch size, every configuration's calls interleaved round by round on the same images."""
-    from mfssd_deploy.bench import harness
-
-    rows: list[dict[str, Any]] = []
-    for b in req.batch_sizes:
-        chunk = harness.batch_of(loaded.images, b)
-        log.info("timing batch %d: %d configurations interleaved", b, len(loaded.runners))
-        timed = harness.interleaved(loaded.runners, chunk, warmup=req.warmup, iters=req.iters, seconds=req.seconds)
-        for r, (times, stages) in zip(loaded.runners, timed, strict=True):
-            rows.append(harness.make_row(r, b, times, stages, peak_for(r.facts, env)))
-    return rows
-
-
-def _soak(loaded: _Loaded, batches: Sequence[int], calls: int, on_row: SoakRow | None) -> list[dict[str, Any]]:
+def _soak(runners: list[Runner], images: list[Any], batches: Sequence[int], calls: int,
+          on_row: SoakRow | None) -> list[dict[str, Any]]:  # fmt: skip
     from mfssd_deploy.bench import harness, report
 
     out = []
-    for r in loaded.runners:
+    for r in runners:
         for b in batches:  # every batch size: an allocator that grows per input shape shows here
-            s = harness.soak(r, harness.batch_of(loaded.images, b), calls)
+            s = harness.soak(r, harness.batch_of(images, b), calls)
             s.update({"configuration": report.label({**r.facts, "batch": b}), "batch": b})
             out.append(s)
             if on_row is not None:
@@ -448,39 +554,47 @@ def format_text(result: dict[str, Any]) -> str:
         _notes(rows),
         "",
         *ratio_lines,
-        *same_weights_lines(rows),
+        *same_weights_lines(result.get("same_weights", [])),
         "## Targets (docs/benchmarking.md)",
         *(report.Target(**t).line() for t in result["targets"]),
     ]
     return "\n".join(lines)
 
 
-def same_weights_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The torchvision pair (--models torchvision-import): each row of the import against torchvision's own model
-    on the same weights, at the same batch and device: its detections and its speed ratio."""
+def same_weights_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The torchvision pair (--models torchvision-import) in one set's rows: each row of the import against
+    torchvision's own model on the same weights, same batch and device, timed in the same set."""
     from mfssd_deploy.bench import report
     from mfssd_deploy.bench.torchvision_pair import PEER
 
     peers = {(r.get("device", "cpu"), r["batch"]): r for r in rows if r.get("peer") == PEER}
-    lines = []
+    out = []
     for r in rows:
         vs, peer = r.get("vs_torchvision"), peers.get((r.get("device", "cpu"), r["batch"]))
-        if vs is None or peer is None:
-            continue
+        if vs is not None and peer is not None:
+            out.append({"of": report.label(r), "batch": r["batch"], "device": r.get("device", "cpu"),
+                        "images_per_s": r["images_per_s"], "torchvision_images_per_s": peer["images_per_s"],
+                        "ratio": r["images_per_s"] / peer["images_per_s"], "detections": vs})  # fmt: skip
+    return out
+
+
+def same_weights_lines(pairs: list[dict[str, Any]]) -> list[str]:
+    if not pairs:
+        return []
+    lines = ["## torchvision ssd300_vgg16 against its import, same weights (same run)", "",
+             "| import of the weights | batch | img/s | torchvision img/s | ratio | detections vs torchvision |",
+             "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    for p in pairs:
+        vs = p["detections"]
         counts = f"{vs['detections']} vs {vs['detections_torchvision']}"
         if "same" in vs:
             said = (f"same detections: {'yes' if vs['same'] else 'NO'} ({counts}, min IoU {vs['min_iou']:.6f}, "
                     f"max score diff {vs['max_score_diff']:.1e})")  # fmt: skip
         else:
             said = f"agreement F1 {vs['f1']:.3f} ({counts} detections)"
-        ratio = r["images_per_s"] / peer["images_per_s"]
-        lines.append(f"| {report.label(r)} | {r['batch']} | {r['images_per_s']:.1f} | {ratio:.2f}x | {said} |")
-    if not lines:
-        return []
-    head = ["## torchvision ssd300_vgg16 against its import, same weights (same run)", "",
-            "| import of the weights | batch | img/s | vs torchvision eager | detections vs torchvision |",
-            "|---|---:|---:|---:|---|"]  # fmt: skip
-    return [*head, *lines, ""]
+        lines.append(f"| {p['of']} | {p['batch']} | {p['images_per_s']:.1f} | {p['torchvision_images_per_s']:.1f} "
+                     f"| {p['ratio']:.2f}x | {said} |")  # fmt: skip
+    return [*lines, ""]
 
 
 def _notes(rows: list[dict[str, Any]]) -> str:
