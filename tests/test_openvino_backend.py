@@ -301,7 +301,8 @@ def test_nncf_peer_is_written_once_and_runs(artifacts: dict[str, Path], tmp_path
 def test_torchvision_import_in_openvino_gives_torchvision_detections(tmp_path: Path) -> None:
     """A seeded torchvision ssd300_vgg16, imported and exported end2end, in OpenVINO (f32 hint): torchvision's
     own model([image]) detections on the bundled samples (none 300x300), IoU >= 0.999, scores within 1e-4."""
-    from mfssd_deploy.bench.torchvision_pair import SameWeightsPeer, padded, same_weights
+    from mfssd_deploy.bench.peers import TorchvisionSSDPeer
+    from mfssd_deploy.bench.torchvision_pair import padded, same_weights
     from mfssd_deploy.cli import run_cli
     from mfssd_deploy.cli.export import main as export_main
     from mfssd_deploy.runtime.inputs import read_image
@@ -311,7 +312,7 @@ def test_torchvision_import_in_openvino_gives_torchvision_detections(tmp_path: P
     argv = ["--model", str(ckpt), "--out-dir", str(tmp_path / "x"), "--name", "tv", "--end2end", "--no-progress"]
     assert run_cli("mfssd-export", export_main, argv) == 0
     ref = padded([(d["boxes"].numpy(), d["scores"].numpy(), d["labels"].numpy() - 1)
-                  for d in SameWeightsPeer(state)(images)])  # fmt: skip
+                  for d in TorchvisionSSDPeer(state=state)(images)])  # fmt: skip
     det = Detector(tmp_path / "x" / "tv.end2end.onnx", backend="openvino", precision_hint="f32")
     got = padded([(r.boxes, r.scores, r.labels) for r in det.detect_arrays(images)])
     m = match_detections(got, ref, iou_min=0.999, score_tol=1e-4)

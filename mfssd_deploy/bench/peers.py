@@ -11,6 +11,7 @@ Both run on the device they are compared on: GPU artifacts against GPU peers, CP
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,24 +75,29 @@ class EagerReferencePeer:
         return out
 
 
+def rgb_tensor(image: np.ndarray) -> torch.Tensor:
+    """A BGR uint8 image as torchvision's detection models take it: RGB float 0..1, CHW."""
+    return torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1).float() / 255
+
+
 class TorchvisionSSDPeer:
-    """torchvision's ssd300_vgg16, end to end on BGR uint8 images (random weights: speed only)."""
+    """torchvision's ssd300_vgg16, end to end on BGR uint8 images: random weights (speed only), or the
+    state_dict in `state` (the torchvision-import group's same-weights peer)."""
 
     name = "torchvision ssd300_vgg16"
 
-    def __init__(self, num_classes: int = 21, device: str = "cpu") -> None:
+    def __init__(self, num_classes: int = 21, device: str = "cpu", state: str | Path | None = None) -> None:
         from torchvision.models.detection import ssd300_vgg16
 
         self.device = device
-        self.model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes).eval().to(device)
+        self.model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes)
+        if state is not None:
+            self.model.load_state_dict(torch.load(state, map_location="cpu", weights_only=True))
+        self.model.eval().to(device)
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-        tensors = [
-            torch.from_numpy(np.ascontiguousarray(img[..., ::-1])).to(self.device).permute(2, 0, 1).float() / 255
-            for img in images
-        ]
-        out = list(self.model(tensors))
+        out = list(self.model([rgb_tensor(img).to(self.device) for img in images]))
         if self.device != "cpu":
             torch.cuda.synchronize()  # the caller times the call: include the GPU work
         return out

@@ -248,10 +248,8 @@ def build_runner(spec: Spec, with_facts: bool = True) -> Runner:
     """The runner a spec describes; `with_facts` also measures parameters and GFLOPs (builds the torch model)."""
     if spec["kind"] == "detector":
         return _detector_runner(spec, with_facts)
-    if spec["peer"] == TV_PEER:
-        return _same_weights_peer(Path(spec["state"]), with_facts, spec.get("device", "cpu"))
-    if spec["peer"] == "torchvision":
-        return _torchvision_peer(with_facts, spec.get("device", "cpu"))
+    if spec["peer"] in ("torchvision", TV_PEER):
+        return _torchvision_peer(with_facts, spec.get("device", "cpu"), spec.get("state"))
     if spec["peer"] in ("openvino", "nncf"):
         return _openvino_peer(spec, with_facts)
     return _reference_peer(Path(spec["checkpoint"]), with_facts, spec.get("device", "cpu"))
@@ -342,30 +340,17 @@ def _model_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
 
 
-def _torchvision_peer(with_facts: bool, device: str = "cpu") -> Runner:
+def _torchvision_peer(with_facts: bool, device: str = "cpu", state: str | None = None) -> Runner:
+    """torchvision's ssd300_vgg16: random weights, or (`state`) the torchvision-import group's weights."""
     from mfssd_deploy.bench.peers import TorchvisionSSDPeer
 
-    peer = TorchvisionSSDPeer(num_classes=21, device=device)
+    peer = TorchvisionSSDPeer(num_classes=21, device=device, state=state)
     facts: dict[str, Any] = {"model": "torchvision ssd300_vgg16", "group": "peer", "format": "eager", "weights": RANDOM,
                              "device": device, "backend": "torch", "precision": "fp32", "layout": "end2end",
                              "input_size": 300, "size_mb": None}  # fmt: skip
-    if with_facts:
-        from torchvision.models.detection import ssd300_vgg16
-
-        from mfssd_deploy.complexity import count_params
-
-        facts["params"], facts["gflops"] = count_params(peer.model), _torchvision_gflops(ssd300_vgg16)
-    return Runner(facts, lambda imgs: (peer(imgs), None)[1])
-
-
-def _same_weights_peer(state: Path, with_facts: bool, device: str = "cpu") -> Runner:
-    from mfssd_deploy.bench.torchvision_pair import PEER, SameWeightsPeer
-
-    peer = SameWeightsPeer(state, device)
-    facts: dict[str, Any] = {"model": "torchvision ssd300_vgg16 (same weights)", "group": "peer", "peer": PEER,
-                             "format": "eager", "weights": RANDOM, "device": device, "backend": "torch",
-                             "precision": "fp32", "layout": "end2end", "input_size": 300,
-                             "size_mb": state.stat().st_size / 2**20}  # fmt: skip
+    if state is not None:
+        facts.update(model="torchvision ssd300_vgg16 (same weights)", peer=TV_PEER,
+                     size_mb=Path(state).stat().st_size / 2**20)  # fmt: skip
     if with_facts:
         from torchvision.models.detection import ssd300_vgg16
 

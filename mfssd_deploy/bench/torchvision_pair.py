@@ -37,23 +37,18 @@ def seeded_ssd300(image: np.ndarray, num_classes: int = NUM_CLASSES, seed: int =
     import torch
     from torchvision.models.detection import ssd300_vgg16
 
+    from mfssd_deploy.bench.peers import rgb_tensor
+
     torch.manual_seed(seed)
     tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes).eval()
     with torch.no_grad():
-        x = tv.transform([_tensor(image)])[0].tensors
+        x = tv.transform([rgb_tensor(image)])[0].tensors
         logits = tv.head(list(tv.backbone(x).values()))["cls_logits"][0]
         margin = (logits[:, 1:].max(1).values - logits[:, 0]).sort(descending=True).values
         shift = float(margin[candidates]) + math.log(1 / 0.01)
         for m in tv.head.classification_head.module_list:
             m.bias[0::num_classes] += shift
     return tv
-
-
-def _tensor(image: np.ndarray) -> Any:
-    """A BGR uint8 image as torchvision's detection models take it: RGB float 0..1, CHW."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1).float() / 255
 
 
 def same_weights(cache: Path, image: np.ndarray) -> tuple[Path, Path]:
@@ -71,28 +66,6 @@ def same_weights(cache: Path, image: np.ndarray) -> tuple[Path, Path]:
     if not ckpt.is_file():
         import_checkpoint(state, ckpt, source="torchvision", classes="voc")
     return state, ckpt
-
-
-class SameWeightsPeer:
-    """torchvision's ssd300_vgg16 on the saved weights, end to end on BGR uint8 images."""
-
-    def __init__(self, state: Path, device: str = "cpu") -> None:
-        import torch
-        from torchvision.models.detection import ssd300_vgg16
-
-        self.device = device
-        self.model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
-        self.model.load_state_dict(torch.load(state, map_location="cpu", weights_only=True))
-        self.model.eval().to(device)
-
-    def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-        import torch
-
-        with torch.inference_mode():
-            out = list(self.model([_tensor(img).to(self.device) for img in images]))
-        if self.device != "cpu":
-            torch.cuda.synchronize()  # the caller times the call: include the GPU work
-        return out
 
 
 def padded(dets: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
