@@ -22,11 +22,51 @@ from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 
 Layout = Literal["raw", "end2end"]
-Precision = Literal["fp32", "int8-qdq", "int8-qdq-u8", "fp16"]  # of an ONNX graph
 EnginePrecision = Literal["fp32", "fp16", "int8"]  # of a TensorRT engine (builder flags, not a graph)
 LAYOUTS: tuple[str, ...] = get_args(Layout)
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 ENGINE_PRECISIONS: tuple[str, ...] = get_args(EnginePrecision)
+
+
+@dataclass(frozen=True)
+class OnnxPrecision:
+    """One precision an ONNX graph is exported in: how it is named, asked for, made, and where it runs.
+    The exporter, mfssd-export's options, the bench's formats, the file names and the CPU runtime rule all
+    read this table, so a new precision is an entry here and its builder."""
+
+    name: str  # the metadata's "precision": "int8-qdq"
+    short: str  # the bench formats' prefix: "int8" -> "int8-e2e", "int8-raw"
+    suffix: str  # the file-name part: NAME.int8.end2end.onnx
+    field: str  # the ExportRequest switch that asks for it; mfssd-export's flag is --FIELD (dashes)
+    help: str  # mfssd-export --help ("" for fp32: on by default, --no-fp32 skips it)
+    builder: str  # "MODULE:FUNCTION" in mfssd_deploy.exporters: (raw FP32 graph, cfg, request, name, status) -> graph;
+    # "" for the raw FP32 graph itself
+    gpu: bool = True  # whether GPU runtimes (TensorRT, ONNX Runtime's CUDA/TensorRT EPs) take it
+    requires: str = ""  # the field of a precision that must be asked for too (u8 INT8 is a variant of --int8)
+    calibrated: bool = False  # needs --calib images; its metadata records the calibration
+    cpu_runtime: str = "onnxruntime"  # the faster CPU runtime where OpenVINO is installed (benchmarks/int8_placement)
+    bench: bool = True  # mfssd-bench exports and times its end2end file (FP16 ONNX: TensorRT 11's source only)
+
+
+# Which runtime runs an .onnx on a CPU (cpu_runtime), from one interleaved run here (2 cores, demo model, median
+# ms at batch 1 / 8, ONNX Runtime vs OpenVINO f32, benchmarks/int8_placement): the symmetric INT8 file 35.4 / 272
+# vs 5.0 / 31 (OpenVINO 7-9x faster; ONNX Runtime fuses only Q -> Conv -> Q); FP32 17.6 / 136 vs 17.8 / 137 and
+# FP16 files (ONNX Runtime as fast or faster). The uint8-activation file is faster still in OpenVINO: full-size
+# pruned MFSSD-BN 23.0 / 25.7 vs 62.9 / 80.5 images/s at batch 1 / 8 (benchmarks/fps).
+ONNX_PRECISIONS: dict[str, OnnxPrecision] = {
+    p.name: p
+    for p in (
+        OnnxPrecision("fp32", "fp32", "", "fp32", "", ""),
+        OnnxPrecision("int8-qdq", "int8", ".int8", "int8", "also write the INT8 Q/DQ model(s)",
+                      "quantize:build_s8", calibrated=True, cpu_runtime="openvino"),
+        OnnxPrecision("int8-qdq-u8", "int8u8", ".int8u8", "int8_cpu",
+                      "with --int8, also the CPU-tuned INT8 model (.int8u8: uint8 activations, ONNX Runtime's fast "
+                      "path on x86, ~1.5x the speed there; TensorRT cannot load it)",
+                      "quantize:build_u8", gpu=False, requires="int8", calibrated=True, cpu_runtime="openvino"),
+        OnnxPrecision("fp16", "fp16", ".fp16", "fp16", "also write the FP16 ONNX (TensorRT 11 strongly typed)",
+                      "fp16:build_fp16", bench=False),
+    )
+}  # fmt: skip
+PRECISIONS: tuple[str, ...] = tuple(ONNX_PRECISIONS)
 
 # Tensor names: one input, and the outputs of each layout in graph order (end2end: EfficientNMS's).
 INPUT = "images"
@@ -38,8 +78,6 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
 OUTPUT_TYPES: dict[str, str] = {"loc": "FP32", "scores": "FP32", "num_dets": "INT32", "det_boxes": "FP32",
                                 "det_scores": "FP32", "det_classes": "INT32"}  # fmt: skip
 
-# The file-name part of each ONNX precision; "int8-qdq-u8" is the CPU-only variant (uint8 activations).
-PRECISION_SUFFIX: dict[str, str] = {"fp32": "", "int8-qdq": ".int8", "int8-qdq-u8": ".int8u8", "fp16": ".fp16"}
 LAYOUT_SUFFIX: dict[str, str] = {"raw": "", "end2end": ".end2end"}
 # The ONNX precision an engine precision is built from (FP16 engines: from FP32 on TensorRT 8-10 and
 # from the FP16 file on 11, which tensorrt_build.plan_build decides).
@@ -59,14 +97,14 @@ class ArtifactKind:
 
 
 def _onnx_kind(precision: str, layout: str) -> ArtifactKind:
-    short = {"fp32": "fp32", "int8-qdq": "int8", "int8-qdq-u8": "int8u8", "fp16": "fp16"}[precision]
+    p = ONNX_PRECISIONS[precision]
     return ArtifactKind(
-        name=f"{short}-{'e2e' if layout == 'end2end' else 'raw'}",
-        suffix=f"{PRECISION_SUFFIX[precision]}{LAYOUT_SUFFIX[layout]}.onnx",
+        name=f"{p.short}-{'e2e' if layout == 'end2end' else 'raw'}",
+        suffix=f"{p.suffix}{LAYOUT_SUFFIX[layout]}.onnx",
         layout=layout,  # type: ignore[arg-type]
         precision=precision,
-        runtimes=("onnxruntime",) if precision == "int8-qdq-u8" else ("onnxruntime", "tensorrt"),
-        gpu=precision != "int8-qdq-u8",
+        runtimes=("onnxruntime", "openvino", *(("tensorrt",) if p.gpu else ())),
+        gpu=p.gpu,
     )
 
 

@@ -53,3 +53,28 @@ def test_tables_match_their_files() -> None:
 
     for name, module in SOURCES.items():
         assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), name
+
+
+def test_every_precision_is_one_entry() -> None:
+    """Each ONNX_PRECISIONS entry's builder exists, its switch is an ExportRequest field and an mfssd-export
+    flag, and its bench format is a KINDS row: nothing else has to be edited for a precision to be exported,
+    named, loaded and benched."""
+    import dataclasses
+    import importlib
+
+    from mfssd_deploy.artifacts import KINDS, ONNX_PRECISIONS
+    from mfssd_deploy.bench.suite import FORMATS
+    from mfssd_deploy.cli.export import build_parser
+    from mfssd_deploy.exporters.pipeline import ExportRequest
+
+    fields = {f.name for f in dataclasses.fields(ExportRequest)}
+    flags = build_parser().format_help()
+    for name, p in ONNX_PRECISIONS.items():
+        assert p.field in fields, name
+        if p.builder:
+            module, func = p.builder.split(":")
+            assert callable(getattr(importlib.import_module(f"mfssd_deploy.exporters.{module}"), func)), name
+        if p.help:
+            assert f"--{p.field.replace('_', '-')} " in flags, name
+        assert f"{p.short}-e2e" in KINDS and f"{p.short}-raw" in KINDS, name
+        assert (f"{p.short}-e2e" in FORMATS) == p.bench, name

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mfssd_deploy.artifacts import LAYOUT_SUFFIX, ONNX_PRECISIONS
 from mfssd_deploy.config import BASE_WIDTHS, ModelConfig
 
 FULL_GFLOPS = 79.0  # full-size 300x300 MFSSD-BN, 2 x 39.5 G multiply-adds (a fact of the model, not a target)
@@ -82,8 +83,8 @@ Budgets = dict[str, "bool | None"]  # "pruned", and "GROUP FORMAT" for each redu
 
 
 def _reduced(precision: Any) -> bool:
-    """INT8 (any flavour), FP16 or bf16: what must stay within the accuracy budget of FP32."""
-    return str(precision).startswith(("int8", "fp16", "bf16"))
+    """Anything but FP32 (every INT8 flavour, FP16, the bf16 hint): what must stay within FP32's accuracy budget."""
+    return str(precision) not in ("fp32", "", "None")
 
 
 def _reduced_variants(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -360,10 +361,15 @@ def speed_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# The parts exported files add to a model's name (artifacts.ONNX_PRECISIONS and LAYOUT_SUFFIX; "raw": engines).
+NAME_PARTS = {"raw", *(x.strip(".") for x in (*LAYOUT_SUFFIX.values(), *(p.suffix for p in ONNX_PRECISIONS.values())))}
+NAME_PARTS.discard("")
+
+
 def _stem(filename: str) -> str:
     """The model name of an exported file: NAME.int8u8.end2end.onnx -> NAME."""
     parts = filename.split(".")
-    return ".".join(p for p in parts[:-1] if p not in ("end2end", "int8", "int8u8", "fp16", "raw")) or filename
+    return ".".join(p for p in parts[:-1] if p not in NAME_PARTS) or filename
 
 
 def ratios_markdown(ratios: Sequence[dict[str, Any]]) -> str:

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mfssd_deploy.artifacts import ENGINE_KINDS, KINDS
 from mfssd_deploy.bench.report import Targets
 from mfssd_deploy.bench.suite import ALL_FORMATS, EXPORTED_GROUPS, GROUPS
 from mfssd_deploy.errors import MfssdError
@@ -447,7 +448,8 @@ def artifact_specs(models: list[Model], formats: Sequence[str], devices: list[st
             if m.weights != "as given" and fmt not in formats:
                 continue
             for dev in devices:
-                gpu_only, cpu_only = fmt == "engine" or fmt.startswith("trt-"), fmt in ("fp32-raw", "int8u8-e2e")
+                gpu_only = fmt == "engine" or fmt in ENGINE_KINDS
+                cpu_only = fmt == "fp32-raw" or (fmt in KINDS and not KINDS[fmt].gpu)
                 if (gpu_only and dev != "cuda") or (cpu_only and dev == "cuda"):
                     continue  # u8 INT8 runs on CPUs only; on a GPU the raw graph is not the deployment path
                 onnx_cpu = dev == "cpu" and Path(path).suffix == ".onnx"

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mfssd_deploy.artifacts import ONNX_PRECISIONS
 from mfssd_deploy.bench.torchvision_pair import GROUP as TV_GROUP
 from mfssd_deploy.bench.torchvision_pair import PEER as TV_PEER
 
@@ -35,7 +36,8 @@ def families(spec: Spec) -> tuple[str, ...]:
     base = runtime.removesuffix("-bf16")
     if fmt.endswith("-raw"):
         return (f"raw {base}".strip(),)
-    reduced = {"onnxruntime": ("int8", "int8u8"), "openvino": ("bf16", "int8", "int8u8")}.get(base, ())
+    benched = tuple(p.short for p in ONNX_PRECISIONS.values() if p.bench and p.builder)  # int8, int8u8
+    reduced = {"onnxruntime": benched, "openvino": ("bf16", *benched)}.get(base, ())
     if runtime.endswith("-bf16"):
         return (f"e2e {base} bf16",)
     if fmt != "fp32-e2e":

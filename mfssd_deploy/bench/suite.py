@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mfssd_deploy.artifacts import KINDS, onnx_kind
+from mfssd_deploy.artifacts import KINDS, ONNX_PRECISIONS, onnx_kind
 from mfssd_deploy.bench import report
 from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget, build_group_engines
 from mfssd_deploy.bench.harness import Runner
@@ -30,8 +30,10 @@ GROUPS = ("demo", "demo-pruned", "full", "full-pruned")
 # Groups run only when named (--models): torchvision's ssd300_vgg16 and the import of its weights (torchvision_pair)
 OPT_IN_GROUPS = (TV_GROUP,)
 EXPORTED_GROUPS = (*GROUPS, *OPT_IN_GROUPS)  # checkpoints exported in this run (need calibration images, torch)
-# the artifact kinds each group is benchmarked in (rows of the artifact table; int8u8: ONNX Runtime CPU only)
-FORMATS = {name: KINDS[name] for name in ("eager", "fp32-raw", "fp32-e2e", "int8-e2e", "int8u8-e2e")}
+# the artifact kinds each group is benchmarked in (rows of the artifact table): eager, raw FP32 and the end2end
+# file of every precision the table benches (int8u8: CPUs only)
+BENCHED = tuple(p for p in ONNX_PRECISIONS.values() if p.bench)
+FORMATS = {name: KINDS[name] for name in ("eager", "fp32-raw", *(f"{p.short}-e2e" for p in BENCHED))}
 ALL_FORMATS = (*FORMATS, *ENGINE_FORMATS)  # the engine formats appear on a GPU with TensorRT
 RANDOM = report.RANDOM_WEIGHTS
 # Pruned full-size widths are rounded to a multiple of 8 channels: measured here, ONNX Runtime runs
@@ -77,8 +79,10 @@ def _export(checkpoint: Path, cache: Path, name: str, calib_dir: Path,
     files = {k: cache / f"{key}{kind.suffix}" for k, kind in FORMATS.items() if k != "eager"}
     if not all(p.is_file() for p in files.values()):
         log.info("exporting %s to %s (once; reused from the cache afterwards)", checkpoint.name, cache)
-        run_export(ExportRequest(model=checkpoint, out_dir=cache, name=key, int8=True, int8_cpu=True, calib=calib_dir,
-                                 calib_num=100, parity_images=sample_images(), time_runs=0))  # fmt: skip
+        every: dict[str, Any] = {p.field: True for p in BENCHED}
+        run_export(ExportRequest(model=checkpoint, out_dir=cache, name=key, calib=calib_dir, calib_num=100,
+                                 parity_images=sample_images(), time_runs=0,
+                                 **every))  # fmt: skip
     if engines is not None:
 
         def export_fp16() -> Path:

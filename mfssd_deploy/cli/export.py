@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mfssd_deploy.artifacts import ONNX_PRECISIONS
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.cli.options import (
     add_engine_options,
@@ -56,10 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-det", type=int, help="detections per image (default 200)")
     ap.add_argument("--pre-nms-topk", type=int, help="candidates per image entering NMS (default 2000, < 3840)")
     q = ap.add_argument_group("INT8 (Q/DQ through onnxruntime.quantization)")
-    q.add_argument("--int8", action="store_true", help="also write the INT8 Q/DQ model(s)")
-    q.add_argument("--int8-cpu", action="store_true",
-                   help="with --int8, also the CPU-tuned INT8 model (.int8u8: uint8 activations, ONNX Runtime's fast "
-                        "path on x86, ~1.5x the speed there; TensorRT cannot load it)")  # fmt: skip
+    for p in ONNX_PRECISIONS.values():  # --int8, --int8-cpu, --fp16: one switch per precision beyond FP32
+        if p.help:
+            (q if p.calibrated else ap).add_argument(f"--{p.field.replace('_', '-')}", action="store_true", help=p.help)
     q.add_argument("--calib", help="folder of calibration images (same pre-processing as inference)")
     q.add_argument("--calib-num", type=int, default=200, help="calibration images to use (default 200)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -78,7 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--val", help="dataset to report FP32 vs INT8 mAP on (same evaluation code as mfssd-eval)")
     q.add_argument("--val-split", default="val")
     q.add_argument("--val-images", type=int, help="evaluate on the first N images only")
-    ap.add_argument("--fp16", action="store_true", help="also write the FP16 ONNX (TensorRT 11 strongly typed)")
     ap.add_argument("--no-fp32", action="store_true", help="skip the FP32 artifacts (INT8/FP16 only)")
     ap.add_argument("--parity-images", help="folder of images for the parity check (default: bundled samples)")
     t = ap.add_argument_group("TensorRT")
@@ -113,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.int8 and not args.calib:  # before the exporter's imports (seconds), not after them
-        raise MfssdError("--int8 needs calibration images: add --calib DIR (a folder of images like the deployment's)")
+    calibrated = [p.field for p in ONNX_PRECISIONS.values() if p.calibrated and getattr(args, p.field)]
+    if calibrated and not args.calib:  # before the exporter's imports (seconds), not after them
+        flag = f"--{calibrated[0].replace('_', '-')}"
+        raise MfssdError(f"{flag} needs calibration images: add --calib DIR (a folder of images like the deployment's)")
     model = checkpoint_path(args)
     if model.suffix.lower() == ".onnx":  # before the exporter's imports: this route needs neither torch nor them
         return engines_from_onnx(args, model)
@@ -158,8 +159,9 @@ def _deploy(args: argparse.Namespace, report: dict[str, Any], engines: EngineOpt
 # Options that shape an export from the checkpoint: with an .onnx --model (already exported) they would be
 # silently ignored, so they are refused instead.
 EXPORT_ONLY = ("onnx", "out_dir", "end2end", "raw", "input_size", "opset", "conf", "iou", "max_det", "pre_nms_topk",
-               "int8", "int8_cpu", "calib", "calib_num", "calib_method", "recalibrate", "min_agreement", "keep_fp32",
-               "val", "val_split", "val_images", "fp16", "no_fp32", "parity_images")  # fmt: skip
+               *(p.field for p in ONNX_PRECISIONS.values() if p.help),
+               "calib", "calib_num", "calib_method", "recalibrate", "min_agreement", "keep_fp32",
+               "val", "val_split", "val_images", "no_fp32", "parity_images")  # fmt: skip
 
 
 def engines_from_onnx(args: argparse.Namespace, model: Path) -> int:
@@ -201,8 +203,8 @@ def export_request(args: argparse.Namespace, model: Path, parity: list[Path]) ->
         max_det=args.max_det,
         pre_nms_topk=args.pre_nms_topk,
         fp32=not args.no_fp32,
-        int8=args.int8,
-        int8_cpu=args.int8_cpu,
+        **{p.field: getattr(args, p.field) for p in ONNX_PRECISIONS.values() if p.help},  # check_request adds
+        # fp16 for FP16 engines (TensorRT 11 builds them from the FP16 file)
         calib=Path(args.calib) if args.calib else None,
         calib_num=args.calib_num,
         calib_method=args.calib_method,
@@ -210,7 +212,6 @@ def export_request(args: argparse.Namespace, model: Path, parity: list[Path]) ->
         recalibrate=args.recalibrate,
         min_agreement=args.min_agreement,
         keep_fp32=tuple(s for s in args.keep_fp32.split(",") if s),
-        fp16=args.fp16,  # check_request adds it for FP16 engines (TensorRT 11 builds them from it)
         val=Path(args.val) if args.val else None,
         val_split=args.val_split,
         val_images=args.val_images,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import onnx
 
@@ -22,3 +23,8 @@ def to_fp16(raw_fp32: onnx.ModelProto) -> onnx.ModelProto:
         warnings.simplefilter("ignore")  # one warning per tiny weight truncated to FP16's range
         out: onnx.ModelProto = f16.convert_float_to_float16(src, keep_io_types=True)
     return out
+
+
+def build_fp16(raw: onnx.ModelProto, cfg: Any, req: Any, name: str, status: dict[str, Any]) -> onnx.ModelProto:
+    """--fp16, as artifacts.ONNX_PRECISIONS calls its builders."""
+    return to_fp16(raw)

@@ -9,6 +9,7 @@ the steps of exporters.deploy: TensorRT parser check, engines, Triton model repo
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from mfssd_deploy.artifacts import INPUT, PRECISION_SUFFIX, onnx_name
+from mfssd_deploy.artifacts import INPUT, ONNX_PRECISIONS, onnx_name
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.deploy import EngineOptions, TritonRepoOptions
@@ -28,7 +29,6 @@ from mfssd_deploy.exporters.limits import AGREEMENT_SCORE, MIN_AGREEMENT
 from mfssd_deploy.fileio import atomic_path, sha256_file
 
 log = logging.getLogger("mfssd_deploy.export")
-MIN_CALIB_IMAGES = 32  # fewer draws a warning: the activation ranges of a handful of images are too narrow
 # FP32 parity: max abs difference vs PyTorch of scores (in [0, 1]) and of loc, whose tolerance scales
 # with its magnitude beyond 1 (an untrained model's offsets reach hundreds; float32 rounding is relative).
 RAW_TOL = 1e-4
@@ -102,14 +102,19 @@ def check_request(req: ExportRequest, engines: EngineOptions | None = None) -> E
     FP16 engines need the FP16 ONNX on TensorRT 11 (8.x/10.x build them from the FP32 one), so a request
     for them writes it too; INT8 engines build from the Q/DQ ONNX, which only --int8 writes.
     """
-    if req.int8_cpu and not req.int8:
-        raise MfssdError("--int8-cpu is a variant of --int8: add --int8 --calib DIR")
+    for p in ONNX_PRECISIONS.values():
+        if p.requires and getattr(req, p.field) and not getattr(req, p.requires):
+            flag, needs = (f"--{f.replace('_', '-')}" for f in (p.field, p.requires))
+            raise MfssdError(f"{flag} is a variant of {needs}: add {needs}" + (" --calib DIR" if p.calibrated else ""))
     if engines is not None and engines.precision == "int8" and not req.int8:
         raise MfssdError("--trt --precision int8 builds from the Q/DQ model: add --int8 --calib DIR")
     if engines is not None and engines.precision == "fp16" and not req.fp16:
         req = replace(req, fp16=True)
-    if not (req.fp32 or req.int8 or req.fp16):
-        raise MfssdError("--no-fp32 leaves nothing to export: add --int8 or --fp16")
+    if not any(getattr(req, p.field) for p in ONNX_PRECISIONS.values()):
+        others = " or ".join(
+            f"--{p.field.replace('_', '-')}" for p in ONNX_PRECISIONS.values() if p.help and not p.requires
+        )
+        raise MfssdError(f"--no-fp32 leaves nothing to export: add {others}")
     if req.model.suffix.lower() in (".onnx", ".engine"):
         raise MfssdError(
             f"{req.model} is already a deployable model; run_export takes the .pt checkpoint it came from "
@@ -257,39 +262,25 @@ def _pytorch_reference(model: Any, cfg: ModelConfig, images: list[np.ndarray]) -
 def _precision_variants(
     raw: onnx.ModelProto, cfg: ModelConfig, name: str, req: ExportRequest, calibration: dict[str, dict[str, Any]]
 ) -> tuple[list[tuple[str, onnx.ModelProto]], Path | None]:
-    """(precision, raw graph) for each requested precision, and the first calibration cache; `calibration`
-    receives each INT8 variant's calibration status (reused or computed, and why)."""
+    """(precision, raw graph) for each requested precision (artifacts.ONNX_PRECISIONS, in table order), and the
+    first calibration cache; `calibration` receives each calibrated variant's status (reused or computed, and
+    why)."""
     variants: list[tuple[str, onnx.ModelProto]] = []
-    if req.fp32:
-        variants.append(("fp32", raw))
     calib_cache = None
-    if req.int8:
-        from mfssd_deploy.exporters.quantize import quantize_int8
-        from mfssd_deploy.runtime.inputs import list_images
-
-        if req.calib is None:
-            raise MfssdError("--int8 needs calibration images: --calib DIR")
-        files = list_images(req.calib, req.calib_num)
-        if len(files) < MIN_CALIB_IMAGES:
-            log.warning("INT8: only %d calibration images in %s; ranges from so few images are often too narrow "
-                        "(use %d or more, like the deployment's)", len(files), req.calib, MIN_CALIB_IMAGES)  # fmt: skip
-        req.out_dir.mkdir(parents=True, exist_ok=True)
-        log.info("INT8: %d calibration images from %s (%s)", len(files), req.calib, req.calib_method)
-        for precision, acts in (("int8-qdq", "s8"), ("int8-qdq-u8", "u8")):
-            if acts == "u8" and not req.int8_cpu:
-                continue
-            cache = req.out_dir / f"{name}{PRECISION_SUFFIX[precision]}.calib.json"
+    for p in ONNX_PRECISIONS.values():
+        if not getattr(req, p.field):
+            continue
+        if not p.builder:
+            variants.append((p.name, raw))
+            continue
+        module, func = p.builder.split(":")
+        build = getattr(importlib.import_module(f"mfssd_deploy.exporters.{module}"), func)
+        status: dict[str, Any] = {}
+        variants.append((p.name, build(raw, cfg, req, name, status)))
+        cache = status.pop("cache", None)  # a calibrated builder's cache file, for the report
+        if p.calibrated:
+            calibration[p.name] = status
             calib_cache = calib_cache or cache
-            status: dict[str, Any] = {}
-            q = quantize_int8(raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, cache_path=cache,
-                              activations=acts, recalibrate=req.recalibrate, status=status,
-                              progress=req.progress)  # fmt: skip
-            calibration[precision] = status
-            variants.append((precision, q))
-    if req.fp16:
-        from mfssd_deploy.exporters.fp16 import to_fp16
-
-        variants.append(("fp16", to_fp16(raw)))
     return variants, calib_cache
 
 
@@ -301,7 +292,7 @@ def _write_checked(base: onnx.ModelProto, precision: str, layout: str, cfg: Mode
 
     proto = base if layout == "raw" else ox.to_end2end(base, cfg)
     path = req.out_dir / onnx_name(name, precision, layout)
-    calib = _calib_meta(req) if precision.startswith("int8") else None
+    calib = _calib_meta(req) if ONNX_PRECISIONS[precision].calibrated else None
     ox.set_metadata(proto, ox.make_metadata(cfg, layout, precision, sha, opset=req.opset, calibration=calib))
     ox.check(proto)
     session = _session(proto)
@@ -333,7 +324,7 @@ def _agreement_gate(path: Path, precision: str, dets: tuple[np.ndarray, ...], re
     if agree["f1"] < req.min_agreement:
         fix = (
             "recalibrate (--recalibrate, more or more typical --calib images, --keep-fp32 first-conv,heads)"
-            if precision.startswith("int8")
+            if ONNX_PRECISIONS[precision].calibrated
             else "keep FP32 for this model"
         )
         raise MfssdError(

@@ -250,3 +250,48 @@ def _cache_decision(cache_path: Path | None, key: dict[str, Any], recalibrate: b
         return f"{cache_path} is unreadable"
     reason = _stale_reason(cached if isinstance(cached, dict) else {}, key)
     return None if reason is None else f"{cache_path.name}: {reason}"
+
+
+# ------------------------------------------------------------------ builders (artifacts.ONNX_PRECISIONS)
+
+MIN_CALIB_IMAGES = 32  # fewer draws a warning: the activation ranges of a handful of images are too narrow
+
+
+def _calibration_files(req: Any) -> list[Path]:
+    from mfssd_deploy.runtime.inputs import list_images
+
+    if req.calib is None:
+        raise MfssdError("--int8 needs calibration images: --calib DIR")
+    return list_images(req.calib, req.calib_num)
+
+
+def _build(activations: str, raw: onnx.ModelProto, cfg: ModelConfig, req: Any, name: str,
+           status: dict[str, Any]) -> onnx.ModelProto:  # fmt: skip
+    """One INT8 file of an export request (pipeline.ExportRequest); its cache beside the exported files
+    (NAME.int8.calib.json, NAME.int8u8.calib.json) and its path in status["cache"]."""
+    from mfssd_deploy.artifacts import ONNX_PRECISIONS
+
+    files = _calibration_files(req)
+    if activations == "s8":  # said once per export (the u8 file is a variant of --int8: it comes second)
+        if len(files) < MIN_CALIB_IMAGES:
+            log.warning("INT8: only %d calibration images in %s; ranges from so few images are often too narrow "
+                        "(use %d or more, like the deployment's)", len(files), req.calib, MIN_CALIB_IMAGES)  # fmt: skip
+        log.info("INT8: %d calibration images from %s (%s)", len(files), req.calib, req.calib_method)
+    req.out_dir.mkdir(parents=True, exist_ok=True)
+    precision = "int8-qdq" if activations == "s8" else "int8-qdq-u8"
+    cache = req.out_dir / f"{name}{ONNX_PRECISIONS[precision].suffix}.calib.json"
+    q = quantize_int8(raw, cfg, files, method=req.calib_method, keep_fp32=req.keep_fp32, cache_path=cache,
+                      activations=activations, recalibrate=req.recalibrate, status=status,
+                      progress=req.progress)  # fmt: skip
+    status["cache"] = cache
+    return q
+
+
+def build_s8(raw: onnx.ModelProto, cfg: ModelConfig, req: Any, name: str, status: dict[str, Any]) -> onnx.ModelProto:
+    """--int8: symmetric INT8 activations, the file TensorRT and every runtime take."""
+    return _build("s8", raw, cfg, req, name, status)
+
+
+def build_u8(raw: onnx.ModelProto, cfg: ModelConfig, req: Any, name: str, status: dict[str, Any]) -> onnx.ModelProto:
+    """--int8-cpu: uint8 activations, the CPU runtimes' fast path."""
+    return _build("u8", raw, cfg, req, name, status)

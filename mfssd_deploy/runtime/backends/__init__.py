@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from mfssd_deploy.artifacts import read_meta
+from mfssd_deploy.artifacts import ONNX_PRECISIONS, read_meta
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError, installed
 
@@ -63,15 +63,9 @@ for _name, _entry in REGISTRY.items():
         DEFAULT_FOR_SUFFIX.setdefault(_suffix, _name)
 
 
-# Which runtime runs an .onnx on a CPU when none is named, by precision, from one interleaved run here
-# (2 cores, demo model, median ms at batch 1 / 8, ONNX Runtime vs OpenVINO f32, benchmarks/int8_placement):
-# the symmetric INT8 file (placed for TensorRT: Conv inputs quantized) 35.4 / 272 vs 5.0 / 31 (OpenVINO
-# 7-9x faster; ONNX Runtime fuses only Q -> Conv -> Q); FP32 17.6 / 136 vs 17.8 / 137 and FP16 files (ONNX
-# Runtime as fast or faster). The uint8-activation file (ONNX Runtime's own INT8 fast path) is faster still
-# in OpenVINO: full-size pruned MFSSD-BN 23.0 / 25.7 vs 62.9 / 80.5 images/s at batch 1 / 8
-# (benchmarks/fps). So OpenVINO takes both INT8 files where it is installed; everything else, and every
-# GPU, stays on ONNX Runtime. MFSSD_ONNX_CPU_BACKEND=onnxruntime|openvino overrides the rule.
-OPENVINO_FASTER = ("int8-qdq", "int8-qdq-u8")
+# Which runtime runs an .onnx on a CPU when none is named: the precision's cpu_runtime (artifacts.ONNX_PRECISIONS,
+# measured in benchmarks/int8_placement: OpenVINO for both INT8 files, ONNX Runtime for FP32 and FP16) where that
+# runtime is installed; every GPU stays on ONNX Runtime. MFSSD_ONNX_CPU_BACKEND=onnxruntime|openvino overrides it.
 ONNX_CPU_ENV = "MFSSD_ONNX_CPU_BACKEND"
 
 
@@ -100,10 +94,9 @@ def default_backend(path: Path, device: str, options: dict[str, Any] | None = No
     forced = pinned_cpu_backend()
     if forced:
         return forced
-    if not installed("openvino"):
-        return default
-    meta = read_meta(path)
-    return "openvino" if meta.get("precision", "fp32") in OPENVINO_FASTER else default
+    spec = ONNX_PRECISIONS.get(str(read_meta(path).get("precision", "fp32")))
+    faster = spec.cpu_runtime if spec else default
+    return faster if faster != default and installed(REGISTRY[faster].module_needed or faster) else default
 
 
 def make_backend(path: Path, backend: str | None, device: str, batch_size: int, options: dict[str, Any]) -> Backend:
