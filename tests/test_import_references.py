@@ -44,12 +44,13 @@ def _run(ckpt: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _close(got: np.ndarray, ref: np.ndarray) -> None:
-    """Equal up to FP32 summation order, which differs between CPUs (the fixtures were recorded on one):
-    |d| <= 1e-6 of the tensor's largest value. Seeded weights drive the deep outputs to ~900, where one
-    ulp is 6e-5; the two FSSD upsampling settings differ by ~80, five orders of magnitude above this."""
+    """Equal up to FP32 summation order, which differs between CPUs and their kernels (the fixtures were
+    recorded on one): |d| <= 2e-5 of the tensor's largest value. Measured: 3.6e-7 relative on an Intel Xeon
+    (AMX), up to 4.5e-6 on an AMD EPYC (Zen 4) other than the recording one. Seeded weights drive the deep
+    outputs to ~900; the two FSSD upsampling settings differ by ~80 there (9e-2), 4 orders above this bound."""
     assert got.shape == ref.shape
     scale = float(np.abs(ref).max())
-    assert float(np.abs(got - ref).max()) <= 1e-6 * max(scale, 1.0)
+    assert float(np.abs(got - ref).max()) <= 2e-5 * max(scale, 1.0)
 
 
 @pytest.mark.parametrize("classes", [21, 4])
