@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mfssd_deploy.classes import VOC_CLASSES  # re-exported: the one list lives in classes.py
 from mfssd_deploy.errors import MfssdError
-
-VARIANTS: tuple[str, ...] = ("ssd300", "fssd", "mfssd", "mfssd_bn")
 
 # Reduced VGG16 (SSD's): 13 3x3 convs, then fc6 (3x3, dilation 6) and fc7 (1x1) as convs.
 VGG_WIDTHS: dict[str, int] = {
@@ -29,22 +27,6 @@ VGG_WIDTHS: dict[str, int] = {
 VGG_CONVS: tuple[str, ...] = tuple(k for k in VGG_WIDTHS if k.startswith("conv"))
 
 _PYRAMID = {"pyr0": 512, "pyr1": 512, "pyr2": 256, "pyr3": 256, "pyr4": 256, "pyr5": 256}
-
-BASE_WIDTHS: dict[str, dict[str, int]] = {
-    "ssd300": {
-        **VGG_WIDTHS,
-        "conv8_1": 256, "conv8_2": 512, "conv9_1": 128, "conv9_2": 256,
-        "conv10_1": 128, "conv10_2": 256, "conv11_1": 128, "conv11_2": 256,
-    },
-    "fssd": {
-        **VGG_WIDTHS,
-        "conv6_1": 256, "conv6_2": 512, "conv7_1": 128, "conv7_2": 256,
-        "fuse_a": 256, "fuse_b": 256, "fuse_c": 256,
-        **_PYRAMID,
-    },
-    "mfssd": {**VGG_WIDTHS, "fuse_a": 512, "fuse_b": 256, "fuse_c": 256, **_PYRAMID},
-    "mfssd_bn": {**VGG_WIDTHS, "fuse_a": 512, "fuse_b": 256, "fuse_c": 256, **_PYRAMID},
-}  # fmt: skip
 
 
 Size = int | tuple[int, int]  # a square side, or (width, height) in pixels
@@ -413,23 +395,94 @@ def _down(n: int) -> int:
     return (n - 1) // 2 + 1
 
 
-def _axis_maps(variant: str, n: int) -> tuple[tuple[int, ...], int]:
-    """The source layers' sizes along one input axis of n pixels, by the architecture's arithmetic (models/):
-    pool1, pool2 floor and pool3 ceil (VGG) -> conv4_3; pool4 floor -> conv5_3 and fc7 (pool5, fc6, fc7 keep
-    the size); then SSD's extras or the FSSD/MFSSD pyramid. Also the smallest layer on the way (FSSD's
-    unpadded conv6_2 is not a source). tests/test_native_resolution.py checks it against the real modules."""
+def _vgg_axis(n: int) -> tuple[int, int]:
+    """conv4_3 and conv5_3 / fc7 along an input axis of n pixels: pool1, pool2 floor and pool3 ceil (VGG) ->
+    conv4_3; pool4 floor -> conv5_3 and fc7 (pool5, fc6, fc7 keep the size)."""
     c4 = -(-((n // 2) // 2) // 2)
-    c5 = c4 // 2
-    if variant == "ssd300":
-        e8 = _down(c5)
-        e9 = _down(e8)
-        maps: tuple[int, ...] = (c4, c5, e8, e9, e9 - 2, e9 - 4)
-        return maps, min(maps)
+    return c4, c4 // 2
+
+
+def ssd_axis(n: int) -> tuple[tuple[int, ...], int]:
+    """SSD300's source layers along an axis of n pixels (conv4_3, fc7, then the extras: two stride-2 3x3 convs
+    and two unpadded 3x3 convs), and the smallest layer on the way."""
+    c4, c5 = _vgg_axis(n)
+    e8 = _down(c5)
+    e9 = _down(e8)
+    maps = (c4, c5, e8, e9, e9 - 2, e9 - 4)
+    return maps, min(maps)
+
+
+def mfssd_axis(n: int) -> tuple[tuple[int, ...], int]:
+    """MFSSD's: the fusion at conv4_3's size, then the pyramid (three stride-2 3x3 convs, two unpadded)."""
+    c4, _ = _vgg_axis(n)
     p1 = _down(c4)
     p2 = _down(p1)
     p3 = _down(p2)
     maps = (c4, p1, p2, p3, p3 - 2, p3 - 4)
-    return maps, min(*maps, c5 - 2) if variant == "fssd" else min(maps)
+    return maps, min(maps)
+
+
+def fssd_axis(n: int) -> tuple[tuple[int, ...], int]:
+    """FSSD's: MFSSD's pyramid, and its unpadded conv6_2 after fc7 (not a source) must keep a cell too."""
+    maps, low = mfssd_axis(n)
+    return maps, min(low, _vgg_axis(n)[1] - 2)
+
+
+# ------------------------------------------------------------------ model variants: one table
+
+AxisMaps = Callable[[int], tuple[tuple[int, ...], int]]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model variant: the architecture it builds (`arch`, a ModelConfig.variant), its layers' base widths,
+    its prior set, the sizes of its source layers along an input axis, and the class in mfssd_deploy.models
+    ("MODULE:CLASS"). An entry whose name is not its arch is a named config of that architecture (other widths
+    or priors), saved as the architecture itself. A new variant is its class's file and one entry here."""
+
+    name: str
+    arch: str
+    widths: dict[str, int]
+    priors: PriorSpec
+    axis_maps: AxisMaps
+    model: str
+
+
+def _variants() -> dict[str, Variant]:
+    vgg, pyr = VGG_WIDTHS, _PYRAMID
+    ssd = {**vgg, "conv8_1": 256, "conv8_2": 512, "conv9_1": 128, "conv9_2": 256,
+           "conv10_1": 128, "conv10_2": 256, "conv11_1": 128, "conv11_2": 256}  # fmt: skip
+    fssd = {**vgg, "conv6_1": 256, "conv6_2": 512, "conv7_1": 128, "conv7_2": 256,
+            "fuse_a": 256, "fuse_b": 256, "fuse_c": 256, **pyr}  # fmt: skip
+    mfssd = {**vgg, "fuse_a": 512, "fuse_b": 256, "fuse_c": 256, **pyr}  # Conv5_3 fused, branch A 2:1:1
+    return {
+        v.name: v
+        for v in (
+            Variant("ssd300", "ssd300", ssd, SSD300_PRIORS, ssd_axis, "ssd:SSD300"),
+            Variant("fssd", "fssd", fssd, FSSD_PRIORS, fssd_axis, "fssd:FSSD"),
+            Variant("mfssd", "mfssd", mfssd, FSSD_PRIORS, mfssd_axis, "mfssd:MFSSD"),
+            Variant("mfssd_bn", "mfssd_bn", mfssd, FSSD_PRIORS, mfssd_axis, "mfssd:MFSSD"),
+            # Named configs of the paper's comparison: SSD300 as the paper trained it for Table II (6 boxes per
+            # location on conv4_3 too: 11,620 priors, the FSSD prior set, instead of the classic 8,732), and the
+            # fusion-ratio ablation MFSSD-BN 1:1:1 (branch A with 256 channels instead of 512), which isolates
+            # the paper's "more channels for conv4_3" choice.
+            Variant("ssd300_11620", "ssd300", ssd, FSSD_PRIORS, ssd_axis, "ssd:SSD300"),
+            Variant("mfssd_bn_111", "mfssd_bn", {**mfssd, "fuse_a": 256}, FSSD_PRIORS, mfssd_axis, "mfssd:MFSSD"),
+        )
+    }
+
+
+VARIANT_TABLE: dict[str, Variant] = _variants()
+# The architectures (what a config's `variant` names) and the named configs built from them.
+VARIANTS: tuple[str, ...] = tuple(n for n, v in VARIANT_TABLE.items() if v.arch == n)
+PRESETS: tuple[str, ...] = tuple(n for n, v in VARIANT_TABLE.items() if v.arch != n)
+BASE_WIDTHS: dict[str, dict[str, int]] = {n: VARIANT_TABLE[n].widths for n in VARIANTS}
+
+
+def _axis_maps(variant: str, n: int) -> tuple[tuple[int, ...], int]:
+    """The source layers' sizes along one input axis of n pixels, by the architecture's arithmetic (models/),
+    and the smallest layer on the way. tests/test_native_resolution.py checks it against the real modules."""
+    return VARIANT_TABLE[variant].axis_maps(n)
 
 
 def feature_maps(variant: str, width: int, height: int) -> tuple[tuple[int, int], ...]:
@@ -483,16 +536,6 @@ def scale_width(channels: int, width: float, divisor: int = 8) -> int:
     return max(divisor, math.floor(channels * width / divisor + 0.5) * divisor)
 
 
-# Named configs of the paper's comparison that are an architecture plus other data, not another class:
-# SSD300 as the paper trained it for Table II (6 boxes per location on conv4_3 too: 11,620 priors, the
-# FSSD prior set, instead of the classic 8,732), and the fusion-ratio ablation MFSSD-BN 1:1:1 (branch A
-# with 256 channels instead of 512), which isolates the paper's "more channels for conv4_3" choice.
-PRESETS: dict[str, tuple[str, dict[str, int], str | None]] = {  # name -> (variant, width overrides, priors)
-    "ssd300_11620": ("ssd300", {}, "fssd"),
-    "mfssd_bn_111": ("mfssd_bn", {"fuse_a": 256}, None),  # None: the variant's own prior set
-}
-
-
 def make_config(
     variant: str = "mfssd_bn",
     num_classes: int = 21,
@@ -500,14 +543,10 @@ def make_config(
     width: float = 1.0,
     widths: dict[str, int] | None = None,
 ) -> ModelConfig:
-    """Config for a variant or a PRESETS name: base widths scaled by `width`, or an explicit per-layer
-    `widths` dict."""
-    overrides: dict[str, int] = {}
-    prior_set: str | None = None
-    if variant in PRESETS:
-        variant, overrides, prior_set = PRESETS[variant]
-    if variant not in VARIANTS:
-        raise MfssdError(f"unknown model variant {variant!r}: choose one of {', '.join((*VARIANTS, *PRESETS))}")
+    """Config for a VARIANT_TABLE entry: base widths scaled by `width`, or an explicit per-layer `widths` dict."""
+    entry = VARIANT_TABLE.get(variant)
+    if entry is None:
+        raise MfssdError(f"unknown model variant {variant!r}: choose one of {', '.join(VARIANT_TABLE)}")
     if width <= 0:
         raise MfssdError(f"width multiplier must be > 0, got {width}")
     if class_names is None:
@@ -516,13 +555,13 @@ def make_config(
         else:
             class_names = tuple(f"class{i}" for i in range(1, num_classes))
     if widths is None:
-        widths = {k: scale_width(v, width) for k, v in {**BASE_WIDTHS[variant], **overrides}.items()}
+        widths = {k: scale_width(v, width) for k, v in entry.widths.items()}
     cfg = ModelConfig(
-        variant=variant,
+        variant=entry.arch,
         num_classes=num_classes,
         class_names=tuple(class_names),
         widths=dict(widths),
-        priors=FSSD_PRIORS if (prior_set or ("ssd300" if variant == "ssd300" else "fssd")) == "fssd" else SSD300_PRIORS,
+        priors=entry.priors,
     )
     cfg.validate()
     return cfg

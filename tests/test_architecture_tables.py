@@ -49,6 +49,12 @@ def test_tables_match_their_files() -> None:
         assert name in ("coco", "voc") or (PKG / "data" / f"{name}.py").is_file(), name
         assert f"| `{name}` |" in (ROOT / "docs" / "datasets.md").read_text(), name
     assert set(VARIANTS) == set(BASE_WIDTHS)
+    from mfssd_deploy.config import VARIANT_TABLE
+
+    for name, v in VARIANT_TABLE.items():
+        module, cls = v.model.split(":")
+        assert f"class {cls}(" in (PKG / "models" / f"{module}.py").read_text(), name
+        assert v.arch in VARIANTS and set(v.widths) == set(BASE_WIDTHS[v.arch]), name
     from mfssd_deploy.importers import SOURCES
 
     for name, module in SOURCES.items():

@@ -8,7 +8,7 @@ import sys
 
 from mfssd_deploy.cli import HelpFormatter, run_cli
 from mfssd_deploy.cli.options import DataArgs
-from mfssd_deploy.config import PRESETS, VARIANTS
+from mfssd_deploy.config import VARIANT_TABLE
 from mfssd_deploy.errors import MfssdError
 
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--out", help="folder for last.pt, best.pt and log.jsonl; one that already holds a run is "
                     "refused (default: runs/train, or the first free runs/train2, runs/train3, ...)")  # fmt: skip
-    ap.add_argument("--variant", default="mfssd_bn", choices=(*VARIANTS, *PRESETS),
+    ap.add_argument("--variant", default="mfssd_bn", choices=tuple(VARIANT_TABLE),
                     help="architecture; ssd300_11620 = SSD300 with the FSSD prior set (the paper's Table II SSD), "
                          "mfssd_bn_111 = MFSSD-BN with 1:1:1 fusion (256 channels in branch A)")  # fmt: skip
     ap.add_argument("--width", type=float, default=1.0, help="channel width multiplier (0.25 = the demo model)")

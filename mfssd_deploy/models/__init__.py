@@ -1,16 +1,18 @@
-"""The model family, built from explicit channel lists (see mfssd_deploy.config)."""
+"""The model family, built from explicit channel lists: each variant's class is named by its entry in
+mfssd_deploy.config.VARIANT_TABLE (beside its widths, prior set and feature-map arithmetic, which every
+artifact reader validates configs against without torch)."""
 
 from __future__ import annotations
 
+import importlib
+
 from torch import nn
 
-from mfssd_deploy.config import ModelConfig, make_config
+from mfssd_deploy.config import VARIANT_TABLE, ModelConfig, make_config
 from mfssd_deploy.models.fssd import FSSD
 from mfssd_deploy.models.layers import init_weights
 from mfssd_deploy.models.mfssd import MFSSD
 from mfssd_deploy.models.ssd import SSD300
-
-_CLASSES: dict[str, type[nn.Module]] = {"ssd300": SSD300, "fssd": FSSD, "mfssd": MFSSD, "mfssd_bn": MFSSD}
 
 
 def config_of(model: nn.Module) -> ModelConfig:
@@ -23,7 +25,8 @@ def config_of(model: nn.Module) -> ModelConfig:
 
 def build_from_config(config: ModelConfig) -> nn.Module:
     config.validate()
-    model = _CLASSES[config.variant](config)
+    module, cls = VARIANT_TABLE[config.variant].model.split(":")
+    model: nn.Module = getattr(importlib.import_module(f"mfssd_deploy.models.{module}"), cls)(config)
     init_weights(model)
     return model
 
