@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from mfssd_deploy.checkpoint import load_model
     from mfssd_deploy.data.sources import open_dataset
     from mfssd_deploy.demo_assets import sample_images
+    from mfssd_deploy.evaluation.result import headline
     from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
     from mfssd_deploy.exporters.pipeline import ExportRequest, format_report, run_export
     from mfssd_deploy.models import config_of
@@ -106,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(model_path)
     print(f"\n== 2. Demo model {model_path.name} on {len(source.records)} fresh synthetic validation images")
     res = evaluate(torch_predictor(model), source, class_names=config_of(model).class_names, progress=False)
-    c = res["coco"]
-    print(
-        f"PyTorch: mAP@0.5 (VOC07 11-point) {res['voc07_map']:.4f}, all-point {res['voc_map_all_point']:.4f}; "
-        f"COCO AP {c['AP']:.4f}, AP50 {c['AP50']:.4f}, APs {c['APs']:.4f}, APm {c['APm']:.4f}, APl {c['APl']:.4f}"
-    )
+    print(f"PyTorch: {headline(res)}")
 
     print(f"\n== 3. Export to {args.export_dir}/ (parity against PyTorch, INT8 accuracy on the same images)")
     report = run_export(

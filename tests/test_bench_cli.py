@@ -102,8 +102,8 @@ def test_tiled_bench_sends_every_tile_of_a_frame_through_the_backend(artifacts: 
     import cv2
     import numpy as np
 
+    from mfssd_deploy.geometry.tiling import tile_grid
     from mfssd_deploy.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from mfssd_deploy.tiling import tile_grid
 
     frames = tmp_path / "frames"
     frames.mkdir()

@@ -5,9 +5,9 @@ import math
 import torch
 import torchvision
 
-from mfssd_deploy.boxes import box_iou, cxcywh_to_xyxy, decode, encode, match, xyxy_to_cxcywh
 from mfssd_deploy.config import FSSD_PRIORS
-from mfssd_deploy.priors import priors_tensor
+from mfssd_deploy.geometry.boxes import box_iou, cxcywh_to_xyxy, decode, encode, match, xyxy_to_cxcywh
+from mfssd_deploy.geometry.priors import priors_tensor
 
 
 def random_xyxy(n: int, g: torch.Generator) -> torch.Tensor:

@@ -20,9 +20,9 @@ from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters import onnx_export as ox
 from mfssd_deploy.exporters.parity import match_detections
 from mfssd_deploy.exporters.quantize import quantize_int8
+from mfssd_deploy.geometry.postprocess import postprocess
+from mfssd_deploy.geometry.priors import priors_tensor
 from mfssd_deploy.models import build_model
-from mfssd_deploy.postprocess import postprocess
-from mfssd_deploy.priors import priors_tensor
 
 CLASSES = ("a", "b", "c", "d", "e", "f")
 

@@ -91,8 +91,8 @@ def test_detector_on_cuda_with_tf32_agrees_with_cpu() -> None:
 @pytest.mark.parametrize("model", ["demo", "fixture"])
 def test_decode_and_batched_nms_on_cuda_equal_cpu(artifacts: dict[str, Path], model: str) -> None:
     """The same raw outputs through postprocess on the GPU and on the CPU: the same detections."""
-    from mfssd_deploy.postprocess import postprocess
-    from mfssd_deploy.priors import priors_tensor
+    from mfssd_deploy.geometry.postprocess import postprocess
+    from mfssd_deploy.geometry.priors import priors_tensor
 
     det = Detector(demo_model() if model == "demo" else artifacts["pt"])
     imgs = _samples() if model == "demo" else _fixture_images(artifacts)

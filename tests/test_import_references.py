@@ -20,7 +20,7 @@ import torch
 from mfssd_deploy.checkpoint import load_model, read_checkpoint
 from mfssd_deploy.cli import run_cli
 from mfssd_deploy.cli.imports import main as import_main
-from mfssd_deploy.priors import make_priors
+from mfssd_deploy.geometry.priors import make_priors
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "import"

@@ -65,7 +65,7 @@ def _import(src: Path, out: Path, *extra: str) -> int:
 
 def test_raw_outputs_and_priors_equal_torchvision(reference: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
     from mfssd_deploy.checkpoint import load_model, read_checkpoint
-    from mfssd_deploy.priors import make_priors
+    from mfssd_deploy.geometry.priors import make_priors
 
     tv, sd, _ = reference
     out = tmp_path / "m.pt"

@@ -60,9 +60,9 @@ def run_lean(code: str, timeout: float = 180) -> subprocess.CompletedProcess[str
 def test_package_and_lean_modules_import_without_torch() -> None:
     r = run_without_torch(
         """
-        import mfssd_deploy, mfssd_deploy.config, mfssd_deploy.priors, mfssd_deploy.fileio, mfssd_deploy.cli
+        import mfssd_deploy, mfssd_deploy.config, mfssd_deploy.geometry.priors, mfssd_deploy.fileio, mfssd_deploy.cli
         from mfssd_deploy.config import make_config
-        from mfssd_deploy.priors import make_priors
+        from mfssd_deploy.geometry.priors import make_priors
         assert make_priors(make_config("mfssd_bn").priors).shape == (11620, 4)
         assert "torch" not in sys.modules
         print("ok", mfssd_deploy.__version__)
@@ -77,7 +77,7 @@ def test_torch_path_without_torch_names_the_extra() -> None:
         """
         from mfssd_deploy.config import make_config
         from mfssd_deploy.errors import MissingExtraError
-        from mfssd_deploy.priors import priors_tensor
+        from mfssd_deploy.geometry.priors import priors_tensor
         try:
             priors_tensor(make_config("mfssd_bn").priors)
         except MissingExtraError as e:

@@ -38,8 +38,8 @@ from mfssd_deploy.config import (
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.onnx_export import read_metadata
 from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
+from mfssd_deploy.geometry.priors import make_priors
 from mfssd_deploy.models import build_model
-from mfssd_deploy.priors import make_priors
 from mfssd_deploy.runtime.preprocess import preprocess_batch, scale_to_image
 
 from helpers import same

@@ -7,9 +7,9 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mfssd_deploy.boxes import decode
 from mfssd_deploy.config import NMSConfig
-from mfssd_deploy.postprocess import postprocess
+from mfssd_deploy.geometry.boxes import decode
+from mfssd_deploy.geometry.postprocess import postprocess
 
 
 def iou_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -150,7 +150,7 @@ def test_scale_to_image_inverts_the_normalisation() -> None:
 
 
 def test_unpack_end2end_raises_conf_and_lowers_max_det() -> None:
-    from mfssd_deploy.padded import unpack_end2end
+    from mfssd_deploy.geometry.padded import unpack_end2end
 
     num = np.array([[3], [1]], np.int32)
     scores = np.array([[0.9, 0.5, 0.2, 0.0], [0.4, 0.0, 0.0, 0.0]], np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mfssd_deploy.config import FSSD_PRIORS, SSD300_PRIORS, PriorSpec
-from mfssd_deploy.priors import make_priors, priors_tensor
+from mfssd_deploy.geometry.priors import make_priors, priors_tensor
 
 
 def reference(spec: PriorSpec) -> np.ndarray:

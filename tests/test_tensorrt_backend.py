@@ -277,7 +277,7 @@ def test_tiles_of_a_large_frame_fill_the_engines_batch_profile(fake_cuda, artifa
     crops (40 tiles of 300 at overlap 0.2 + the whole frame) take 3 engine calls at a 1..16 profile; the
     results equal ONNX Runtime's tiled results on the same ONNX; a batch_size beyond the profile is refused
     when the Detector is made."""
-    from mfssd_deploy.tiling import tile_grid
+    from mfssd_deploy.geometry.tiling import tile_grid
 
     install(monkeypatch, fake_cuda, artifacts["e2e"], "end2end")
     engine = make_engine(tmp_path, artifacts["e2e"], batch=(1, 16))

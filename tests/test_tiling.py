@@ -28,8 +28,8 @@ from mfssd_deploy.cli.eval import main as eval_main
 from mfssd_deploy.data.synth import LARGE_FRAME_SIZES, LARGE_FRAMES, SynthSpec, generate, generate_large, make_image
 from mfssd_deploy.demo_assets import DEMO_MODEL, DEMO_ONNX
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.geometry.tiling import Tiling, map_to_image, merge, merge_torch, plan_crops, tile_grid
 from mfssd_deploy.runtime.results import Result
-from mfssd_deploy.tiling import Tiling, map_to_image, merge, merge_torch, plan_crops, tile_grid
 
 from helpers import same
 from test_lean_import import run_without_torch

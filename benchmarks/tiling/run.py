@@ -42,8 +42,8 @@ from mfssd_deploy.data.synth import generate_large
 from mfssd_deploy.demo_assets import DEMO_MODEL, DEMO_ONNX, DEMO_ONNX_INT8
 from mfssd_deploy.evaluation.runner import evaluate
 from mfssd_deploy.exporters.pipeline import ExportRequest, run_export
+from mfssd_deploy.geometry.tiling import Tiling, plan_crops, tile_grid
 from mfssd_deploy.runtime.inputs import read_image
-from mfssd_deploy.tiling import Tiling, plan_crops, tile_grid
 
 TILE = 300
 OVERLAP = 0.2

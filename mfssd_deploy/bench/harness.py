@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mfssd_deploy.bench.rows import BenchRow
 from mfssd_deploy.bench.stats import latency_stats
 
 RunFn = Callable[[list[np.ndarray]], "dict[str, float] | None"]
@@ -58,7 +59,7 @@ def peak_rss_mb() -> float:
 class Runner:
     """One benchmarked configuration: a call on a list of images, returning its stage times (ms) or None."""
 
-    facts: dict[str, Any]  # model, backend, precision, layout, group, weights, params, gflops, size_mb, ...
+    facts: BenchRow  # model, backend, precision, layout, group, weights, params, gflops, size_mb, ...
     run: RunFn
     detector: Any = None  # set for our own artifacts (accuracy is measured through it)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -116,9 +117,10 @@ def interleaved(runners: Sequence[Runner], chunk: list[np.ndarray], *, warmup: i
 
 
 def make_row(runner: Runner, batch: int, times: list[float], stages: list[dict[str, float]],
-             peak_gflops: float | None) -> dict[str, Any]:  # fmt: skip
+             peak_gflops: float | None) -> BenchRow:  # fmt: skip
     """One bench JSON row (docs/architecture.md, the bench JSON contract) with the roofline fraction."""
-    row: dict[str, Any] = {**runner.facts, "batch": batch, **latency_stats(times, batch)}
+    row: BenchRow = {**runner.facts, "batch": batch}
+    row.update(latency_stats(times, batch))  # type: ignore[typeddict-item]  # iters, images_per_s, latency_ms
     row["stages_ms"] = (
         {k: float(np.median([s.get(k, 0.0) for s in stages])) for k in ("pre", "infer", "post")} if stages else None
     )

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mfssd_deploy.boxes import box_iou, decode
 from mfssd_deploy.geometry import Geometry
+from mfssd_deploy.geometry.boxes import box_iou, decode
 
 
 def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float, top_k: int = 200) -> torch.Tensor:
@@ -43,8 +43,8 @@ class EagerReferencePeer:
 
     def __init__(self, model: torch.nn.Module, conf: float = 0.01, iou: float = 0.45, max_det: int = 200,
                  device: str = "cpu") -> None:  # fmt: skip
+        from mfssd_deploy.geometry.priors import priors_tensor
         from mfssd_deploy.models import config_of
-        from mfssd_deploy.priors import priors_tensor
 
         self.device = device
         self.model = model.eval().to(device)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mfssd_deploy.artifacts import LAYOUT_SUFFIX, ONNX_PRECISIONS
+from mfssd_deploy.bench.rows import BenchRow
 from mfssd_deploy.config import BASE_WIDTHS, ModelConfig
 
 FULL_GFLOPS = 79.0  # full-size 300x300 MFSSD-BN, 2 x 39.5 G multiply-adds (a fact of the model, not a target)
@@ -48,12 +49,12 @@ class Target:
         return f"{self.status:9s} {self.name}: {self.detail}"
 
 
-def variant(row: dict[str, Any]) -> str:
+def variant(row: BenchRow) -> str:
     """The artifact kind and, for an ONNX file on the CPU, the runtime it ran in: "int8-e2e openvino"."""
     return f"{row['format']} {row['runtime']}" if row.get("runtime") else str(row["format"])
 
 
-def label(row: dict[str, Any]) -> str:
+def label(row: BenchRow) -> str:
     if row["group"] == "peer":
         return str(row["model"])
     dev = "" if row.get("device", "cpu") == "cpu" else f" {row['device']}"
@@ -64,7 +65,7 @@ def label(row: dict[str, Any]) -> str:
     return f"{row['group']} {variant(row)}{dev}{tiled}"
 
 
-def _acc(rows: Sequence[dict[str, Any]], group: str, kind: str) -> float | None:
+def _acc(rows: Sequence[BenchRow], group: str, kind: str) -> float | None:
     """mAP@0.5 of a group's rows of one variant (or, for "fp32-e2e", its FP32 end2end file in any runtime
     at FP32 precision: the reference every reduced precision is held against)."""
     for r in rows:
@@ -75,8 +76,8 @@ def _acc(rows: Sequence[dict[str, Any]], group: str, kind: str) -> float | None:
     return None
 
 
-def _params(rows: Sequence[dict[str, Any]], group: str) -> int | None:
-    return next((int(r["params"]) for r in rows if r["group"] == group and r.get("params")), None)
+def _params(rows: Sequence[BenchRow], group: str) -> int | None:
+    return next((int(p) for r in rows if r["group"] == group and (p := r.get("params"))), None)
 
 
 Budgets = dict[str, "bool | None"]  # "pruned", and "GROUP FORMAT" for each reduced-precision format of a demo group
@@ -87,11 +88,11 @@ def _reduced(precision: Any) -> bool:
     return str(precision) not in ("fp32", "", "None")
 
 
-def _reduced_variants(rows: Sequence[dict[str, Any]]) -> list[str]:
+def _reduced_variants(rows: Sequence[BenchRow]) -> list[str]:
     return sorted({variant(r) for r in rows if _reduced(r.get("precision", "")) and r["group"] != "peer"})
 
 
-def accuracy_budgets(rows: Sequence[dict[str, Any]], goals: Targets | None = None) -> tuple[list[Target], Budgets]:
+def accuracy_budgets(rows: Sequence[BenchRow], goals: Targets | None = None) -> tuple[list[Target], Budgets]:
     """INT8 and pruning budgets on the trained demo models, and which full-size variants they admit."""
     goals = goals or Targets()
     targets: list[Target] = []
@@ -130,7 +131,7 @@ def accuracy_budgets(rows: Sequence[dict[str, Any]], goals: Targets | None = Non
     return targets, ok
 
 
-def _eligible(row: dict[str, Any], ok: Budgets) -> bool | None:
+def _eligible(row: BenchRow, ok: Budgets) -> bool | None:
     """Whether a full-size row's precision and pruning stay within the budgets measured on the demo:
     a pruned row needs the pruning budget; an INT8/FP16 row needs its format's budget on the matching demo."""
     pruned = row["group"] == "full-pruned"
@@ -142,8 +143,8 @@ def _eligible(row: dict[str, Any], ok: Budgets) -> bool | None:
     return None if any(c is None for c in checks) else True
 
 
-def best_full(rows: Sequence[dict[str, Any]], batch: int, ok: Budgets, device: str | None = None
-              ) -> tuple[dict[str, Any] | None, bool]:  # fmt: skip
+def best_full(rows: Sequence[BenchRow], batch: int, ok: Budgets, device: str | None = None
+              ) -> tuple[BenchRow | None, bool]:  # fmt: skip
     """The fastest full-size row admitted by the budgets (or, when they were not measured, the fastest),
     on `device` when given."""
     full = [r for r in rows if r["group"] in ("full", "full-pruned") and r["batch"] == batch
@@ -157,13 +158,13 @@ def best_full(rows: Sequence[dict[str, Any]], batch: int, ok: Budgets, device: s
     return best, best in unknown
 
 
-def _peer(rows: Sequence[dict[str, Any]], name: str, batch: int, device: str = "cpu") -> dict[str, Any] | None:
+def _peer(rows: Sequence[BenchRow], name: str, batch: int, device: str = "cpu") -> BenchRow | None:
     return next((r for r in rows if r["group"] == "peer" and r["model"] == name and r["batch"] == batch
                  and r.get("device", "cpu") == device), None)  # fmt: skip
 
 
-def _openvino_peer(rows: Sequence[dict[str, Any]], kind: str, batch: int, of: str | None = None
-                   ) -> dict[str, Any] | None:  # fmt: skip
+def _openvino_peer(rows: Sequence[BenchRow], kind: str, batch: int, of: str | None = None
+                   ) -> BenchRow | None:  # fmt: skip
     """An OpenVINO peer row (kind OPENVINO_PEER on file `of`, or NNCF_PEER) at `batch`."""
     return next((r for r in rows if r["group"] == "peer" and r.get("peer") == kind and r["batch"] == batch
                  and (of is None or r.get("of") == of)), None)  # fmt: skip
@@ -181,7 +182,7 @@ def compute_fraction(cfg: ModelConfig) -> float:
     return float(widths**2 * (w * h) / 300**2)
 
 
-def _full_size_fraction(row: dict[str, Any]) -> tuple[float | None, str]:
+def _full_size_fraction(row: BenchRow) -> tuple[float | None, str]:
     """The row's share of the full-size model's compute and how it is known. One rule in every install:
     the config's estimate whenever the row has it (the bench sets it with or without torch); measured
     GFLOPs only for rows without it (hand-made or older JSON)."""
@@ -194,7 +195,7 @@ def _full_size_fraction(row: dict[str, Any]) -> tuple[float | None, str]:
     return None, ""
 
 
-def share(row: dict[str, Any]) -> float | None:
+def share(row: BenchRow) -> float | None:
     st = row.get("stages_ms")
     if not st:
         return None
@@ -202,7 +203,7 @@ def share(row: dict[str, Any]) -> float | None:
     return (st["pre"] + st["post"]) / total if total > 0 else None
 
 
-def targets(rows: Sequence[dict[str, Any]], batches: Sequence[int],
+def targets(rows: Sequence[BenchRow], batches: Sequence[int],
             goals: Targets | None = None) -> tuple[list[Target], dict[str, Any]]:  # fmt: skip
     """All PASS/FAIL lines (judged against `goals`, default the project's targets) and the ratios the
     closing note reports."""
@@ -257,6 +258,7 @@ def targets(rows: Sequence[dict[str, Any]], batches: Sequence[int],
         out.append(Target(name, "UNCHECKED", why))
     else:
         st, frac = pick["stages_ms"], share(pick) or 0.0
+        assert st is not None  # share() is None without stages
         out.append(Target(name, "PASS" if frac <= goals.pre_post_share else "FAIL",
                           f"{label(pick)}: pre {st['pre']:.1f} + post {st['post']:.1f} of "
                           f"{st['pre'] + st['infer'] + st['post']:.1f} ms per batch = {frac:.1%}"))  # fmt: skip
@@ -265,7 +267,7 @@ def targets(rows: Sequence[dict[str, Any]], batches: Sequence[int],
     return out + acc_targets, ratios
 
 
-def _openvino_targets(rows: Sequence[dict[str, Any]], best: dict[str, Any], batch: int, goals: Targets,
+def _openvino_targets(rows: Sequence[BenchRow], best: BenchRow, batch: int, goals: Targets,
                       ratio: dict[str, Any]) -> list[Target]:  # fmt: skip
     """Ours against OpenVINO (same file; NNCF on the unpruned model) and the INT8 roofline, at one batch size;
     `ratio` (the closing note's ratios for this batch) receives the figures."""
@@ -293,8 +295,8 @@ def _openvino_targets(rows: Sequence[dict[str, Any]], best: dict[str, Any], batc
     if not int8:
         out.append(Target(name, "UNCHECKED", "no full-size INT8 row read against an INT8 peak in this run"))
         return out
-    top = max(int8, key=lambda r: r["fraction_of_peak"])
-    frac = ratio["int8_peak_fraction"] = top["fraction_of_peak"]
+    top = max(int8, key=lambda r: r["fraction_of_peak"] or 0.0)
+    frac = ratio["int8_peak_fraction"] = top["fraction_of_peak"] or 0.0
     detail = f"{label(top)} {top['achieved_gflops_per_s']:.0f} GOP/s = {frac:.0%}"
     if frac > 1:  # the rows outrun the GEMM: it is not this CPU's INT8 ceiling, so no fraction of it means much
         out.append(Target(name, "UNCHECKED", f"{detail} of the measured GEMM peak: the INT8 rows outrun it (e.g. "
@@ -304,7 +306,7 @@ def _openvino_targets(rows: Sequence[dict[str, Any]], best: dict[str, Any], batc
     return out
 
 
-def gpu_target(rows: Sequence[dict[str, Any]], ok: Budgets, goals: Targets | None = None) -> Target:
+def gpu_target(rows: Sequence[BenchRow], ok: Budgets, goals: Targets | None = None) -> Target:
     """The GPU target (docs/benchmarking.md): the full-size pruned INT8 TensorRT engine at batch 1 vs 5x the
     paper's FPS."""
     goals = goals or Targets()
@@ -327,7 +329,7 @@ def gpu_target(rows: Sequence[dict[str, Any]], ok: Budgets, goals: Targets | Non
                                           else ""))  # fmt: skip
 
 
-def speed_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def speed_ratios(rows: Sequence[BenchRow]) -> list[dict[str, Any]]:
     """The other ratios of docs/benchmarking.md, each within one device and batch: INT8/FP16 vs FP32 of the same model,
     and pruned vs unpruned in the same format."""
     key = {(r["group"], variant(r), r.get("device", "cpu"), r["batch"]): r for r in rows if r["group"] != "peer"}
@@ -389,13 +391,13 @@ def _fmt(v: Any, spec: str) -> str:
     return "" if v is None else format(v, spec)
 
 
-def _memory(row: dict[str, Any]) -> str:
+def _memory(row: BenchRow) -> str:
     """Host peak RSS, and on a GPU the device memory the configuration holds: "303 + 512 GPU"."""
     gpu = row.get("gpu_memory_mb")
     return _fmt(row.get("memory_mb"), ".0f") + (f" + {gpu:.0f} GPU" if gpu is not None else "")
 
 
-def markdown(rows: Sequence[dict[str, Any]]) -> str:
+def markdown(rows: Sequence[BenchRow]) -> str:
     head = ("| configuration | batch | img/s | mean | p50 | p90 | p99 | pre | infer | post | params | GFLOPs "
             "| GFLOP/s (% peak) | MB | mem MB | mAP@0.5 | APs | APt (8-16 px) |")  # fmt: skip
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -421,7 +423,7 @@ CSV_FIELDS = ("group", "format", "model", "device", "backend", "precision", "lay
               "aps")  # fmt: skip
 
 
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+def to_csv(rows: Sequence[BenchRow]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore")
     w.writeheader()
@@ -433,7 +435,7 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+def plot(rows: Sequence[BenchRow], path: Path, title: str) -> None:
     """Left: images/s per configuration and batch. Right: stage times per image at the largest batch."""
     from mfssd_deploy.errors import require
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mfssd_deploy.artifacts import ENGINE_KINDS, KINDS
 from mfssd_deploy.bench.report import Targets
+from mfssd_deploy.bench.rows import BenchRow
 from mfssd_deploy.bench.suite import ALL_FORMATS, EXPORTED_GROUPS, GROUPS
 from mfssd_deploy.errors import MfssdError
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mfssd_deploy")
 SoakRow = Callable[[dict[str, Any]], None]
-Row = dict[str, Any]
+Row = BenchRow
 SOAK_HEADER = (
     "| configuration | batch | calls | seconds | RSS start MB | RSS end MB | growth MB | second-half growth MB |\n"
     "|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -84,7 +85,7 @@ def validate(req: BenchRequest) -> None:
     if req.overlap is not None and req.tile is None:
         raise MfssdError("--overlap sets up tiled inference: add --tile N (e.g. --tile 300)")
     if req.tile is not None:
-        from mfssd_deploy.tiling import DEFAULT_OVERLAP, Tiling
+        from mfssd_deploy.geometry.tiling import DEFAULT_OVERLAP, Tiling
 
         Tiling((req.tile, req.tile), DEFAULT_OVERLAP if req.overlap is None else req.overlap)  # one-line errors
 
@@ -217,8 +218,8 @@ def _release(runners: list[Runner]) -> None:
 
 @dataclass
 class _Timed:
-    rows: list[dict[str, Any]]  # the table: each configuration's first timing, then the peers
-    for_targets: list[dict[str, Any]]  # the table with each batch's best full-size row timed beside the peers
+    rows: list[Row]  # the table: each configuration's first timing, then the peers
+    for_targets: list[Row]  # the table with each batch's best full-size row timed beside the peers
     speed_ratios: list[dict[str, Any]]  # each from the set that holds both of its rows
     same_weights: list[dict[str, Any]]  # the torchvision-import rows with their peer's timing of the same set
 
@@ -233,7 +234,7 @@ def _timed_sets(plan: _Plan, req: BenchRequest, env: dict[str, Any]) -> _Timed:
     from mfssd_deploy.bench.torchvision_pair import hold_to_peer
 
     sets = timing_sets(plan.specs)
-    first: dict[int, list[dict[str, Any]]] = {}  # spec index -> its rows (one per batch) of its first set
+    first: dict[int, list[Row]] = {}  # spec index -> its rows (one per batch) of its first set
     ratios: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
     for n, idx in enumerate(sets, 1):
@@ -266,12 +267,12 @@ def _ratio_key(r: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _time(runners: list[Runner], images: list[Any], req: BenchRequest, env: dict[str, Any],
-          batches: Sequence[int] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+          batches: Sequence[int] | None = None) -> list[Row]:  # fmt: skip
     """Rows of `runners` per batch size (batch-major: every runner at the first batch, then the next), every
     configuration's calls interleaved round by round."""
     from mfssd_deploy.bench import harness
 
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     for b in batches or req.batch_sizes:
         chunk = harness.batch_of(images, b)
         timed = harness.interleaved(runners, chunk, warmup=req.warmup, iters=req.iters, seconds=req.seconds)
@@ -289,7 +290,7 @@ def _peer_set(plan: _Plan, peers: list[int], first: dict[int, list[Row]], table:
     from mfssd_deploy.bench.harness import peak_rss_mb, rss_mb
 
     _, ok = report.accuracy_budgets(table, req.targets)
-    peer_rows: list[dict[str, Any]] = []
+    peer_rows: list[Row] = []
     best_rows: list[tuple[Row, Row]] = []
     for dev in plan.devices:
         on_dev = [i for i in peers if plan.specs[i].get("device", "cpu") == dev]
@@ -305,13 +306,13 @@ def _peer_set(plan: _Plan, peers: list[int], first: dict[int, list[Row]], table:
             log.info("peers timed: resident %.0f MB, peak so far %.0f MB", rss_mb(), peak_rss_mb())
             peer_rows += rows[: len(on_dev)]
             if best is not None:  # its accuracy was measured in its set: the re-timed row carries it
-                kept: Row = {k: best[k] for k in ("map", "aps", "aitod", "val") if k in best}
-                best_rows.append((best, {**rows[-1], **kept}))
+                kept = {k: best[k] for k in ("map", "aps", "aitod", "val") if k in best}
+                best_rows.append((best, {**rows[-1], **kept}))  # type: ignore[typeddict-item]
             _release(runners)
     return peer_rows, best_rows
 
 
-def _ordered(rows: list[dict[str, Any]], batches: Sequence[int]) -> list[dict[str, Any]]:
+def _ordered(rows: list[Row], batches: Sequence[int]) -> list[Row]:
     """Batch-major, as the table reads (each batch's configurations in spec order)."""
     return [r for b in batches for r in rows if r["batch"] == b]
 
@@ -513,7 +514,7 @@ def _accuracy(runners: list[Any], source: Any, max_images: int, label: str) -> N
         r.facts["val"] = {"data": label, "images": res["images"]}
 
 
-def peak_for(facts: dict[str, Any], env: dict[str, Any]) -> float | None:
+def peak_for(facts: Row, env: dict[str, Any]) -> float | None:
     """The peak a row is read against: its own device's (a GPU row against the GPU's FP32 matmul); on the
     CPU an INT8 row against the INT8 GEMM peak, every other row against the FP32 one."""
     if facts.get("device", "cpu") == "cuda":
@@ -563,7 +564,7 @@ def format_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def same_weights_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def same_weights_rows(rows: list[Row]) -> list[dict[str, Any]]:
     """The torchvision pair (--models torchvision-import) in one set's rows: each row of the import against
     torchvision's own model on the same weights, same batch and device, timed in the same set."""
     from mfssd_deploy.bench import report
@@ -599,7 +600,7 @@ def same_weights_lines(pairs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def _notes(rows: list[dict[str, Any]]) -> str:
+def _notes(rows: list[Row]) -> str:
     groups = {r["group"] for r in rows}
     notes = ["Latency and stage times are ms per batch (medians); img/s from the median."]
     if groups & {"full", "full-pruned"}:

@@ -18,6 +18,7 @@ from mfssd_deploy.artifacts import KINDS, ONNX_PRECISIONS, onnx_kind
 from mfssd_deploy.bench import report
 from mfssd_deploy.bench.engines import ENGINE_FORMATS, EngineTarget, build_group_engines
 from mfssd_deploy.bench.harness import Runner
+from mfssd_deploy.bench.rows import BenchRow
 from mfssd_deploy.bench.torchvision_pair import GROUP as TV_GROUP
 from mfssd_deploy.bench.torchvision_pair import PEER as TV_PEER
 from mfssd_deploy.errors import MfssdError, installed
@@ -282,7 +283,7 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
     tiling = {"tile": spec["tile"], "overlap": spec.get("overlap")} if spec.get("tile") else {}
     det = Detector(path, device=spec["device"], batch_size=spec["batch"], backend=backend, **tiling, **opts)
     precision = det.backend.meta.get("precision", "fp32")
-    facts = {
+    facts: BenchRow = {
         "model": path.name, "group": spec["group"], "format": spec["format"], "weights": spec["weights"],
         "device": spec["device"], "backend": det.backend.name, "providers": getattr(det.backend, "providers", None),
         "runtime": runtime, "precision": "bf16" if runtime == "openvino-bf16" and precision == "fp32" else precision,
@@ -328,7 +329,7 @@ def _openvino_peer(spec: Spec, with_facts: bool) -> Runner:
         name, precision = f"OpenVINO + NNCF INT8 ({spec['of']})", "int8-nncf"
     else:
         name, precision = f"OpenVINO defaults ({spec['of']})", str(meta.get("precision", "fp32"))
-    facts: dict[str, Any] = {"model": name, "group": "peer", "peer": spec["peer"], "format": "openvino",
+    facts: BenchRow = {"model": name, "group": "peer", "peer": spec["peer"], "format": "openvino",
                              "weights": RANDOM, "device": "cpu", "backend": "openvino",
                              "precision": precision, "layout": "end2end",
                              "input_size": cfg.input_size, "size_mb": _model_mb(path), "of": spec["of"],
@@ -349,12 +350,12 @@ def _torchvision_peer(with_facts: bool, device: str = "cpu", state: str | None =
     from mfssd_deploy.bench.peers import TorchvisionSSDPeer
 
     peer = TorchvisionSSDPeer(num_classes=21, device=device, state=state)
-    facts: dict[str, Any] = {"model": "torchvision ssd300_vgg16", "group": "peer", "format": "eager", "weights": RANDOM,
+    facts: BenchRow = {"model": "torchvision ssd300_vgg16", "group": "peer", "format": "eager", "weights": RANDOM,
                              "device": device, "backend": "torch", "precision": "fp32", "layout": "end2end",
                              "input_size": 300, "size_mb": None}  # fmt: skip
     if state is not None:
-        facts.update(model="torchvision ssd300_vgg16 (same weights)", peer=TV_PEER,
-                     size_mb=Path(state).stat().st_size / 2**20)  # fmt: skip
+        facts.update({"model": "torchvision ssd300_vgg16 (same weights)", "peer": TV_PEER,
+                      "size_mb": Path(state).stat().st_size / 2**20})  # fmt: skip
     if with_facts:
         from torchvision.models.detection import ssd300_vgg16
 
@@ -369,7 +370,7 @@ def _reference_peer(checkpoint: Path, with_facts: bool, device: str = "cpu") -> 
     from mfssd_deploy.checkpoint import load_model
 
     peer = EagerReferencePeer(load_model(checkpoint), device=device)
-    facts: dict[str, Any] = {"model": "MFSSD-BN eager + reference NMS loop", "group": "peer", "format": "eager",
+    facts: BenchRow = {"model": "MFSSD-BN eager + reference NMS loop", "group": "peer", "format": "eager",
                              "weights": RANDOM, "device": device, "backend": "torch", "precision": "fp32",
                              "layout": "raw", "input_size": 300,
                              "size_mb": checkpoint.stat().st_size / 2**20}  # fmt: skip

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfssd_deploy.cli import run_cli
-from mfssd_deploy.cli.options import RUNTIME_RULE
+from mfssd_deploy.cli.options import runtime_rule
 from mfssd_deploy.errors import MfssdError
 
 if TYPE_CHECKING:
-    from mfssd_deploy.tiling import Tiling
+    from mfssd_deploy.geometry.tiling import Tiling
 
 TILE_HELP = """\
 Every image is cut into overlapping tiles at native resolution (SAHI's grid: tiles every TILE - int(OVERLAP *
@@ -39,7 +39,7 @@ model in batches of --batch; their boxes come back in image pixels, merged per i
 
 def add_tiling_arguments(ap: argparse.ArgumentParser) -> None:
     """--tile and its settings (mfssd-detect and mfssd-eval share them)."""
-    from mfssd_deploy.tiling import DEFAULT_OVERLAP, EDGES, MERGES, METRICS
+    from mfssd_deploy.geometry.tiling import DEFAULT_OVERLAP, EDGES, MERGES, METRICS
 
     g = ap.add_argument_group("tiled inference (small objects in large frames)", TILE_HELP)
     g.add_argument("--tile", metavar="N|WxH|model", help="tile size in pixels of the original image: 300, 320x240, "
@@ -64,7 +64,7 @@ def tiling_from_args(args: argparse.Namespace, model_input: int | tuple[int, int
     """The Tiling the tiling arguments ask for (None without --tile); bad values -> one-line MfssdError."""
     from dataclasses import replace
 
-    from mfssd_deploy.tiling import Tiling
+    from mfssd_deploy.geometry.tiling import Tiling
 
     settings = {"overlap": args.overlap, "merge": args.merge, "metric": args.merge_metric,
                 "threshold": args.merge_thresh, "edge": args.edge}  # fmt: skip
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(kept for compatibility; prefer --camera N)")  # fmt: skip
     ap.add_argument("--camera", type=int, metavar="N", help="read camera N instead of a SOURCE (runs until Ctrl-C "
                     "or --max-frames)")  # fmt: skip
-    ap.add_argument("--model", help=f".pt, .onnx or .engine (default: the bundled demo model); {RUNTIME_RULE}")
+    ap.add_argument("--model", help=f".pt, .onnx or .engine (default: the bundled demo model); {runtime_rule()}")
     ap.add_argument("--save-dir", help="annotated output folder, new or empty: one that holds files or would "
                     "overwrite a source file is refused (default: runs/detect, or the first free runs/detect2, "
                     "runs/detect3, ...)")  # fmt: skip

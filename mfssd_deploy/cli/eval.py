@@ -11,29 +11,31 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mfssd_deploy.cli import HelpFormatter, run_cli
-from mfssd_deploy.cli.options import RUNTIME_RULE, DataArgs
+from mfssd_deploy.cli.options import DataArgs, runtime_rule
 from mfssd_deploy.errors import MfssdError
 
+if TYPE_CHECKING:
+    from mfssd_deploy.evaluation.result import EvalResult
 
-def format_result(res: dict[str, Any]) -> str:
+
+def format_result(res: EvalResult) -> str:
+    """The per-class table, the headline (evaluation.result.HEADLINE), every COCO figure, the AI-TOD buckets."""
+    from mfssd_deploy.evaluation.result import headline
+
     lines = ["| class | AP@0.5 (VOC07) | AP@0.5 (all-point) | GT |", "|---|---:|---:|---:|"]
     for name, v in res["per_class"].items():
         ap07 = "n/a" if math.isnan(v["ap07"]) else f"{v['ap07']:.4f}"
         ap = "n/a" if math.isnan(v["ap"]) else f"{v['ap']:.4f}"
         lines.append(f"| {name} | {ap07} | {ap} | {v['n_gt']} |")
-    lines.append(
-        f"\nmAP@0.5 VOC07 11-point: {res['voc07_map']:.4f}   all-point: {res['voc_map_all_point']:.4f}"
-        f"   ({res['images']} images)"
-    )
+    lines.append(f"\n{headline(res)}   ({res['images']} images)")
     if "coco" in res:
-        c = res["coco"]
-        lines.append(
-            "COCO: " + "  ".join(f"{k} {c[k]:.4f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"))
-        )
         from mfssd_deploy.evaluation.coco import AITOD_BUCKETS
+
+        c = res["coco"]
+        lines.append("COCO: " + "  ".join(f"{k} {v:.4f}" for k, v in c.items() if k not in AITOD_BUCKETS))
 
         if all(k in c for k in AITOD_BUCKETS):
             lines.append("AI-TOD buckets (sqrt area): " + "  ".join(
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mfssd-eval", description=__doc__, formatter_class=HelpFormatter)
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--model", help=".pt, .onnx or .engine (default: the bundled demo model; without torch its "
-                     f"end2end ONNX export); {RUNTIME_RULE}")  # fmt: skip
+                     f"end2end ONNX export); {runtime_rule()}")  # fmt: skip
     src.add_argument("--detections", help="score a COCO results file (e.g. from examples/folder_to_json.py) instead")
     ap.add_argument("--data", required=True, help="dataset root (COCO-format annotations/SPLIT.json, COCO 2017, VOC)")
     ap.add_argument("--split", default="val", help="dataset split")

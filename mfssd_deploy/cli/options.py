@@ -3,7 +3,8 @@
 The way Polygraphy shares its argument groups: a setting that two commands take (the TensorRT engine
 options of mfssd-export and mfssd-bench, the checkpoint, the device, the JSON file) is spelled, defaulted
 and documented once, here, and read back once into what the library takes (`EngineOptions`, a path).
-Nothing here imports more than argparse at module level: a lean install builds every parser.
+Nothing here imports more than argparse at module level (the defaults and the runtime rule are read from the
+library's dataclasses and registries when a parser is built): a lean install builds every parser.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ if TYPE_CHECKING:
 
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 ENGINE_OPTIONS = ("precision", "batch_profile", "workspace", "timing_cache", "dla_core", "engines_dir")
-# Which runtime runs a model file, for every command's --model help (the rule is runtime.backends.default_backend).
-RUNTIME_RULE = ("runs in PyTorch (.pt), ONNX Runtime (.onnx) or TensorRT (.engine); on a CPU an INT8 .onnx runs in "
-                "OpenVINO where it is installed (measured here: 1.8-14x ONNX Runtime's speed on those files); "
-                "MFSSD_ONNX_CPU_BACKEND=onnxruntime|openvino overrides")  # fmt: skip
+
+
+def runtime_rule() -> str:
+    """Which runtime runs a model file, for every command's --model help: said by runtime.backends, which
+    applies the rule (default_backend), so the help cannot drift from it."""
+    from mfssd_deploy.runtime.backends import rule_text
+
+    return rule_text()
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -76,23 +81,25 @@ def add_engine_options(parser: Parser, which: Sequence[str] = ENGINE_OPTIONS,
     mfssd-export takes them all; mfssd-bench, whose engine precision comes from --formats, whose profile
     comes from --batch-sizes and whose engines live in --cache, takes the builder settings only.
     """
+    from mfssd_deploy.artifacts import ENGINE_PRECISIONS
+    from mfssd_deploy.exporters.deploy import EngineOptions
+
     unknown = set(which) - set(ENGINE_OPTIONS)
     if unknown:
         raise ValueError(f"unknown engine options {sorted(unknown)}")
+    d = EngineOptions()  # the defaults live in the dataclass the options are read back into
     for name in which:
         if name == "precision":
-            parser.add_argument(
-                "--precision",
-                default="fp16",
-                choices=["fp32", "fp16", "int8"],
-                help="engine precision (default fp16; on GTX 10xx Pascal use int8: FP16 is not faster there)",
-            )
+            parser.add_argument("--precision", default=d.precision, choices=list(ENGINE_PRECISIONS),
+                                help="engine precision (default %(default)s; on GTX 10xx Pascal use int8: FP16 is not "
+                                "faster there)")  # fmt: skip
         elif name == "batch_profile":
-            new = parser.add_argument("--batch-profile", default="1,8,16", metavar="MIN,OPT,MAX",
+            new = parser.add_argument("--batch-profile", default=",".join(map(str, d.batch)), metavar="MIN,OPT,MAX",
                                       help="optimization profile MIN,OPT,MAX of the batch axis")  # fmt: skip
             add_deprecated_alias(parser, "--batch", new)
         elif name == "workspace":
-            parser.add_argument("--workspace", type=float, default=2.0, help="builder workspace in GiB (default 2)")
+            parser.add_argument("--workspace", type=float, default=d.workspace_gb,
+                                help="builder workspace in GiB (default %(default)g)")  # fmt: skip
         elif name == "timing_cache":
             text = f"timing cache file, read and updated (default: {timing_cache_default})"
             parser.add_argument("--timing-cache", help=text)
@@ -100,7 +107,8 @@ def add_engine_options(parser: Parser, which: Sequence[str] = ENGINE_OPTIONS,
             parser.add_argument("--dla-core", type=int,
                                 help="build for this DLA core (Jetson Xavier/Orin), GPU fallback on")  # fmt: skip
         else:
-            parser.add_argument("--engines-dir", default="engines", help="engine output folder (default: engines/)")
+            parser.add_argument("--engines-dir", default=str(d.engines_dir),
+                                help="engine output folder (default: %(default)s/)")  # fmt: skip
 
 
 def parse_batch_profile(text: str) -> tuple[int, int, int]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from mfssd_deploy.data.sources import Source
 from mfssd_deploy.errors import MfssdError
+from mfssd_deploy.evaluation.result import ClassAP, EvalResult
 from mfssd_deploy.evaluation.voc import class_ap
 from mfssd_deploy.runtime.inputs import read_image
 
@@ -20,7 +21,6 @@ log = logging.getLogger("mfssd_deploy.eval")
 
 ImageDetections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes xyxy px [n,4], scores [n], labels [n] 0-based
 Predictor = Callable[[list[np.ndarray]], Sequence[ImageDetections]]  # BGR uint8 images -> one result each
-EvalResult = dict[str, Any]
 
 
 def _batches(n: int, size: int) -> list[range]:
@@ -79,7 +79,7 @@ def _ioa(dets: np.ndarray, regions: np.ndarray) -> np.ndarray:
 
 def voc_metrics(source: Source, detections: dict[int, ImageDetections], iou_thresh: float = 0.5) -> EvalResult:
     records = [r for r in source.records if r.image_id in detections]
-    per_class: dict[str, dict[str, float]] = {}
+    per_class: dict[str, ClassAP] = {}
     for c, name in enumerate(source.class_names):
         dets, gts = [], []
         for r in records:

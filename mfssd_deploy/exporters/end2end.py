@@ -3,7 +3,7 @@
 decode against constant priors -> per image, the best K (prior, class) scores (TopK with constant
 K, as TensorRT requires) -> NonMaxSuppression per class (constant thresholds) -> best max_det per
 image -> padded outputs in the EfficientNMS convention. ONNX Runtime and TensorRT >= 8.5 (its
-INMSLayer) run it; the semantics equal mfssd_deploy.postprocess.postprocess with the same
+INMSLayer) run it; the semantics equal mfssd_deploy.geometry.postprocess.postprocess with the same
 settings, which the export parity check verifies.
 """
 

@@ -17,8 +17,8 @@ from mfssd_deploy.artifacts import INPUT, METADATA_KEY, OUTPUTS, ArtifactMeta, p
 from mfssd_deploy.config import ModelConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.exporters.end2end import append_end2end
+from mfssd_deploy.geometry.priors import make_priors
 from mfssd_deploy.models import config_of
-from mfssd_deploy.priors import make_priors
 
 MIN_OPSET, MAX_OPSET = 13, 20  # ReduceSum with axes input needs 13; TensorRT 8.5/8.6 parse up to 17
 

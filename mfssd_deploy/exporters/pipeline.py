@@ -343,8 +343,8 @@ def _detections(layout: str, outputs: list[np.ndarray], cfg: ModelConfig) -> tup
         return tuple(outputs)
     import torch
 
-    from mfssd_deploy.postprocess import postprocess
-    from mfssd_deploy.priors import priors_tensor
+    from mfssd_deploy.geometry.postprocess import postprocess
+    from mfssd_deploy.geometry.priors import priors_tensor
 
     loc, scores = (torch.from_numpy(np.asarray(o)).float() for o in outputs[:2])
     det = postprocess(loc, scores, priors_tensor(cfg.priors), cfg.nms, cfg.priors.variances)
@@ -398,6 +398,8 @@ def _parity_line(p: dict[str, Any]) -> str:
 
 
 def format_report(report: dict[str, Any]) -> str:
+    from mfssd_deploy.evaluation.result import headline
+
     lines = [
         f"| artifact | layout | precision | size MB | ORT CPU ms/img (b=1) | parity vs PyTorch "
         f"({report['parity_images']} images) |",
@@ -425,10 +427,7 @@ def format_report(report: dict[str, Any]) -> str:
     acc = report.get("accuracy")
     if acc:
         for key, r in acc["results"].items():
-            lines.append(
-                f"{key}: mAP@0.5 (VOC07) {r['voc07_map']:.4f}, COCO AP {r['coco']['AP']:.4f}, "
-                f"APs {r['coco']['APs']:.4f}"
-            )
+            lines.append(f"{key}: {headline(r)}")
         for key, what in (("int8_map_drop_points", "INT8"), ("int8_u8_map_drop_points", "INT8 (uint8 activations)")):
             if key in acc:
                 d = acc[key]
@@ -449,7 +448,7 @@ def _accuracy(req: ExportRequest, artifacts: list[dict[str, Any]]) -> dict[str, 
     for a in artifacts:
         if a["precision"] not in chosen or a["layout"] == "end2end":
             chosen[a["precision"]] = a
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for precision, a in chosen.items():
         det = Detector(a["path"])
         res = evaluate(detector_predictor(det), source, class_names=det.class_names, max_images=req.val_images)

@@ -8,7 +8,7 @@ end2end ONNX path runs on numpy, OpenCV and ONNX Runtime alone.
 Native resolution (input_size=(W, H), or an artifact exported with mfssd-export --input-size WxH): the whole
 frame in one call, with the priors of the larger feature maps; boxes come back in image pixels as always.
 
-Tiled inference (tile=..., mfssd_deploy/tiling.py): every image of a call is cut into overlapping tiles
+Tiled inference (tile=..., mfssd_deploy/geometry/tiling.py): every image of a call is cut into overlapping tiles
 (+ the whole frame resized), all crops of all images go through the backend in batches of batch_size,
 boxes are mapped to image pixels and merged per image and class.
 """
@@ -27,11 +27,11 @@ import numpy as np
 from mfssd_deploy.config import ModelConfig, NMSConfig
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.geometry import Geometry, scale_to_image
-from mfssd_deploy.padded import unpack_end2end
+from mfssd_deploy.geometry.padded import unpack_end2end
+from mfssd_deploy.geometry.tiling import Tiling, resolve_tiling
 from mfssd_deploy.runtime.inputs import ImageLike, load_images
 from mfssd_deploy.runtime.results import Result
 from mfssd_deploy.runtime.streaming import Frame
-from mfssd_deploy.tiling import Tiling, resolve_tiling
 
 TileArg = int | tuple[int, int] | Tiling | bool | None
 
@@ -62,7 +62,7 @@ class Detector:
     resolution (SAHI's grid), plus the whole frame resized (SAHI's "standard prediction"). All crops of
     all images of a call go through the backend in batches of `batch_size`; boxes come back in image
     pixels, merged per image and class: NMS at IoS >= 0.5, boxes cut by an inner tile edge dropped.
-    `tile=Tiling(...)` (mfssd_deploy.tiling) sets the rest: full_frame, merge ("nms" | "greedy_nmm", SAHI's
+    `tile=Tiling(...)` (mfssd_deploy.geometry.tiling) sets the rest: full_frame, merge ("nms" | "greedy_nmm", SAHI's
     default), metric ("ios" | "iou"), threshold, edge ("drop" | "merge"). conf and max_det apply to each
     crop; the merged image is not capped again. Every call (`det(images, tile=...)`, `detect_arrays`,
     `stream`) takes `tile`/`overlap` too: None keeps the Detector's setting (the `tiling` attribute),
@@ -268,7 +268,7 @@ class Detector:
 
     def _detect_tiled(self, arrays: Sequence[np.ndarray], names: Sequence[str | None], tiling: Tiling,
                       timing: dict[str, float]) -> list[Result]:  # fmt: skip
-        from mfssd_deploy.tiling import EDGE_MARGIN, crop_views, plan_crops
+        from mfssd_deploy.geometry.tiling import EDGE_MARGIN, crop_views, plan_crops
 
         crops = plan_crops([a.shape[:2] for a in arrays], tiling)
         margin = EDGE_MARGIN if tiling.edge == "drop" else None
@@ -292,7 +292,7 @@ class Detector:
     def _tile_detections(self, outputs: Any, rows: np.ndarray, margin: float | None) -> tuple[Any, ...]:
         """One batch of crops -> (image index, boxes in image pixels, scores, labels) of its valid detections:
         numpy for end2end outputs; torch on the outputs' device for raw ones (decode + NMS there)."""
-        from mfssd_deploy.tiling import map_to_image
+        from mfssd_deploy.geometry.tiling import map_to_image
 
         if self.layout == "end2end":
             num, boxes, scores, classes = unpack_end2end(outputs, self.nms)
@@ -317,7 +317,7 @@ class Detector:
         if parts and self.layout != "end2end":
             import torch
 
-            from mfssd_deploy.tiling import merge_torch
+            from mfssd_deploy.geometry.tiling import merge_torch
 
             image, boxes, scores, labels = (torch.cat([p[k] for p in parts]) for k in range(4))
             with torch.inference_mode():
@@ -325,7 +325,7 @@ class Detector:
                                         tiling.threshold)  # fmt: skip
             mb, ms, ml = b.cpu().numpy(), s.cpu().numpy(), lab.cpu().numpy()
         else:
-            from mfssd_deploy.tiling import merge
+            from mfssd_deploy.geometry.tiling import merge
 
             cat = [np.concatenate([p[k] for p in parts]) if parts else np.zeros((0, 4) if k == 1 else 0)
                    for k in range(4)]  # fmt: skip

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from mfssd_deploy.boxes import match
 from mfssd_deploy.checkpoint import load_state, read_checkpoint, save_checkpoint
 from mfssd_deploy.config import ModelConfig, make_config
 from mfssd_deploy.data.sources import Source, open_dataset
@@ -23,8 +22,9 @@ from mfssd_deploy.data.torch_dataset import DetectionDataset, collate
 from mfssd_deploy.data.transforms import train_transforms
 from mfssd_deploy.errors import MfssdError
 from mfssd_deploy.fileio import atomic_path, fresh_run_dir, sha256_file
+from mfssd_deploy.geometry.boxes import match
+from mfssd_deploy.geometry.priors import priors_tensor
 from mfssd_deploy.models import build_from_config
-from mfssd_deploy.priors import priors_tensor
 from mfssd_deploy.train.loss import multibox_loss
 from mfssd_deploy.train.schedule import PAPER_MILESTONES, PAPER_WARMUP, lr_factor
 from mfssd_deploy.train.sparsity import add_l1_subgradient
@@ -408,6 +408,7 @@ def _evaluates(opt: TrainOptions, epoch: int, stop: bool) -> bool:
 
 def _evaluate_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:
     """Validation mAP into the epoch's record (and, under --sparsity, the gamma summary and histogram)."""
+    from mfssd_deploy.evaluation.result import headline
     from mfssd_deploy.evaluation.runner import evaluate, torch_predictor
 
     opt = run.opt
@@ -422,12 +423,7 @@ def _evaluate_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:
         record["gammas"] = gamma_summary(run.model)
         plot_gammas(run.model, str(run.out / f"gammas_epoch{epoch + 1:03d}.png"),
                     f"epoch {epoch + 1}, sparsity {opt.sparsity:g}")  # fmt: skip
-    log.info(
-        "epoch %d: val mAP@0.5 (VOC07) %.4f, COCO AP %.4f",
-        epoch + 1,
-        res["voc07_map"],
-        res.get("coco", {}).get("AP", float("nan")),
-    )
+    log.info("epoch %d: val %s", epoch + 1, headline(res))
 
 
 def _save_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:

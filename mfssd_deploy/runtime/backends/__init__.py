@@ -81,6 +81,21 @@ def pinned_cpu_backend() -> str | None:
     return pinned
 
 
+def rule_text() -> str:
+    """default_backend's rule in words (every command's --model help): the registry's default per suffix and
+    the precisions whose CPU runtime is another one (artifacts.ONNX_PRECISIONS)."""
+    by_suffix = ", ".join(f"{REGISTRY[n].title} ({s})" for s, n in DEFAULT_FOR_SUFFIX.items())
+    moved: dict[str, list[str]] = {}
+    for p in ONNX_PRECISIONS.values():
+        if p.cpu_runtime != DEFAULT_FOR_SUFFIX[".onnx"]:
+            moved.setdefault(p.cpu_runtime, []).append(f"{p.suffix}.onnx")
+    cpu = "; ".join(f"on a CPU {' and '.join(files)} files run in {REGISTRY[n].title} where it is installed"
+                    for n, files in moved.items())  # fmt: skip
+    takers = "|".join(n for n, e in REGISTRY.items() if e.cpu_runtimes)
+    measured = "measured: 1.8-14x ONNX Runtime's speed on those files, benchmarks/int8_placement"
+    return f"runs in {by_suffix}; {cpu} ({measured}); {ONNX_CPU_ENV}={takers} overrides"
+
+
 def default_backend(path: Path, device: str, options: dict[str, Any] | None = None) -> str:
     """The backend a file gets when none is named (DEFAULT_FOR_SUFFIX, except the CPU rule above; options
     meant for a backend, e.g. ONNX Runtime's provider_options, keep the file on the default one)."""

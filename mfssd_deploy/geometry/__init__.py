@@ -88,8 +88,8 @@ class Geometry:
         """Raw outputs (torch tensors) -> PaddedDetections on their device (the end2end graph's layout)."""
         import torch
 
-        from mfssd_deploy.postprocess import postprocess
-        from mfssd_deploy.priors import priors_tensor
+        from mfssd_deploy.geometry.postprocess import postprocess
+        from mfssd_deploy.geometry.priors import priors_tensor
 
         if self._priors is None or self._priors.device != loc.device:
             self._priors = priors_tensor(self.config.priors, loc.device)

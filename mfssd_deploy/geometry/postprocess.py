@@ -13,8 +13,8 @@ from typing import NamedTuple
 import torch
 from torchvision.ops import batched_nms
 
-from mfssd_deploy.boxes import Variances, decode
 from mfssd_deploy.config import NMSConfig
+from mfssd_deploy.geometry.boxes import Variances, decode
 
 DEFAULT_NMS = NMSConfig()  # frozen: safe as a default argument
 
