@@ -329,6 +329,14 @@ def gpu_target(rows: Sequence[BenchRow], ok: Budgets, goals: Targets | None = No
                                           else ""))  # fmt: skip
 
 
+def _base(row: BenchRow) -> str:
+    """The runtime a row's FP32 counterpart ran in: its own, or for a hinted one (openvino-bf16) its backend's."""
+    from mfssd_deploy.runtime.backends import base_runtime
+
+    runtime = row.get("runtime")
+    return base_runtime(runtime) if runtime else ""
+
+
 def speed_ratios(rows: Sequence[BenchRow]) -> list[dict[str, Any]]:
     """The other ratios of docs/benchmarking.md, each within one device and batch: INT8/FP16 vs FP32 of the same model,
     and pruned vs unpruned in the same format."""
@@ -336,7 +344,7 @@ def speed_ratios(rows: Sequence[BenchRow]) -> list[dict[str, Any]]:
     out = []
     for (group, kind, dev, b), r in key.items():
         pairs = []
-        runtime = (r.get("runtime") or "").removesuffix("-bf16")  # bf16 is held against FP32 in the same runtime
+        runtime = _base(r)  # bf16 is held against FP32 in the same backend
         layout = r["format"] if r["format"].startswith("fp32") else "fp32-e2e"  # bf16 raw against FP32 raw
         fp32_kind = f"{layout} {runtime}" if runtime else layout
         if _reduced(r["precision"]) and (base := key.get((group, fp32_kind, dev, b))):
@@ -355,7 +363,7 @@ def speed_ratios(rows: Sequence[BenchRow]) -> list[dict[str, Any]]:
     fp32 = {(_stem(r["model"]), r.get("layout"), r.get("device", "cpu"), r["batch"], r.get("runtime") or ""): r
             for r in given if r.get("precision") == "fp32" and not str(r["model"]).endswith(".pt")}  # fmt: skip
     for r in given:
-        runtime = (r.get("runtime") or "").removesuffix("-bf16")
+        runtime = _base(r)
         base = fp32.get((_stem(r["model"]), r.get("layout"), r.get("device", "cpu"), r["batch"], runtime))
         if _reduced(r.get("precision")) and base is not None:
             out.append({"kind": "precision", "batch": r["batch"], "device": r.get("device", "cpu"), "of": label(r),

@@ -93,6 +93,7 @@ def validate(req: BenchRequest) -> None:
 def _runtimes(asked: Sequence[str] | None) -> tuple[str, ...]:
     """The CPU runtimes of this run: those asked (each must exist and be installed), or all installed."""
     from mfssd_deploy.bench.suite import CPU_RUNTIMES, default_cpu_runtimes, installed_cpu_runtimes
+    from mfssd_deploy.runtime.backends import REGISTRY, RUNTIMES
 
     if asked is None:
         return default_cpu_runtimes()
@@ -102,8 +103,9 @@ def _runtimes(asked: Sequence[str] | None) -> tuple[str, ...]:
         raise MfssdError(f"--runtimes: unknown {sorted(unknown)}; choose from {', '.join(CPU_RUNTIMES)}")
     missing = [r for r in asked if r not in have]
     if missing:
+        entry = REGISTRY[RUNTIMES[missing[0]][0]]
         raise MfssdError(
-            f'--runtimes {",".join(missing)}: OpenVINO is not installed: pip install "mfssd-deploy[openvino]"'
+            f'--runtimes {",".join(missing)}: {entry.title} is not installed: pip install "mfssd-deploy[{entry.extra}]"'
         )
     if not asked:
         raise MfssdError("--runtimes: name at least one of " + ", ".join(CPU_RUNTIMES))
@@ -442,6 +444,7 @@ def artifact_specs(models: list[Model], formats: Sequence[str], devices: list[st
     """One configuration per artifact and device it runs on (a model's files in `formats`; files given by
     path always), and on the CPU one per runtime for each ONNX file (the bf16 hint for FP32 files only)."""
     from mfssd_deploy.bench.suite import detector_spec
+    from mfssd_deploy.runtime.backends import RUNTIMES
 
     out = []
     for m in models:
@@ -455,7 +458,7 @@ def artifact_specs(models: list[Model], formats: Sequence[str], devices: list[st
                     continue  # u8 INT8 runs on CPUs only; on a GPU the raw graph is not the deployment path
                 onnx_cpu = dev == "cpu" and Path(path).suffix == ".onnx"
                 for rt in (
-                    (r for r in runtimes if fmt.startswith("fp32") or r != "openvino-bf16") if onnx_cpu else [None]
+                    (r for r in runtimes if fmt.startswith("fp32") or not RUNTIMES[r][1].hint) if onnx_cpu else [None]
                 ):
                     out.append(detector_spec(path, m.group, fmt, m.weights, dev, batch, threads, cuda_graphs, rt))
     return out

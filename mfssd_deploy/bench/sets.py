@@ -21,6 +21,7 @@ from typing import Any
 from mfssd_deploy.artifacts import ONNX_PRECISIONS
 from mfssd_deploy.bench.torchvision_pair import GROUP as TV_GROUP
 from mfssd_deploy.bench.torchvision_pair import PEER as TV_PEER
+from mfssd_deploy.runtime.backends import REGISTRY, RUNTIMES, base_runtime
 
 Spec = dict[str, Any]
 
@@ -33,15 +34,19 @@ def families(spec: Spec) -> tuple[str, ...]:
     fmt, runtime = spec["format"], spec.get("runtime") or ""
     if fmt == "eager":
         return ("eager",)
-    base = runtime.removesuffix("-bf16")
+    hint = RUNTIMES[runtime][1].hint if runtime else None
+    base = base_runtime(runtime) if runtime else ""
     if fmt.endswith("-raw"):
         return (f"raw {base}".strip(),)
-    benched = tuple(p.short for p in ONNX_PRECISIONS.values() if p.bench and p.builder)  # int8, int8u8
-    reduced = {"onnxruntime": benched, "openvino": ("bf16", *benched)}.get(base, ())
-    if runtime.endswith("-bf16"):
-        return (f"e2e {base} bf16",)
+    if hint:
+        return (f"e2e {base} {hint}",)
     if fmt != "fp32-e2e":
         return (f"e2e {base} {fmt.removesuffix('-e2e')}".strip(),)
+    # the FP32 file is read against by every reduced precision timed in its backend: the benched ONNX precisions
+    # and the hints of the backend's other runtimes (bf16 in OpenVINO)
+    backend = RUNTIMES[runtime][0] if runtime else ""
+    hints = tuple(r.hint for r in REGISTRY[backend].cpu_runtimes if r.hint) if backend else ()
+    reduced = (*hints, *(p.short for p in ONNX_PRECISIONS.values() if p.bench and p.builder)) if base else ()
     return tuple(f"e2e {base} {p}" for p in reduced) or (f"e2e {base}".strip(),)
 
 

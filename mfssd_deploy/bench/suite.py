@@ -23,7 +23,7 @@ from mfssd_deploy.bench.torchvision_pair import GROUP as TV_GROUP
 from mfssd_deploy.bench.torchvision_pair import PEER as TV_PEER
 from mfssd_deploy.errors import MfssdError, installed
 from mfssd_deploy.runtime.backends import CPU_RUNTIMES as BACKEND_CPU_RUNTIMES
-from mfssd_deploy.runtime.backends import REGISTRY
+from mfssd_deploy.runtime.backends import DEFAULT_FOR_SUFFIX, REGISTRY, RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +172,12 @@ Spec = dict[str, Any]  # plain JSON: a configuration can be rebuilt in another p
 
 
 # The CPU runtimes an ONNX artifact is benchmarked in (--runtimes): our Detector on each backend that takes
-# .onnx on a CPU, with OpenVINO also at its bf16 hint for FP32 files; derived from the backend registry.
+# .onnx on a CPU, with OpenVINO also at its bf16 hint for FP32 files; from the backend registry.
 CPU_RUNTIMES = BACKEND_CPU_RUNTIMES
 
 
 def installed_cpu_runtimes() -> tuple[str, ...]:
-    return tuple(r for e in REGISTRY.values() if e.module_needed is None or installed(e.module_needed)
+    return tuple(r.name for e in REGISTRY.values() if e.module_needed is None or installed(e.module_needed)
                  for r in e.cpu_runtimes)  # fmt: skip
 
 
@@ -189,7 +189,7 @@ def default_cpu_runtimes() -> tuple[str, ...]:
     have, pinned = installed_cpu_runtimes(), pinned_cpu_backend()
     if not pinned:
         return have
-    mine = REGISTRY[pinned].cpu_runtimes
+    mine = [r.name for r in REGISTRY[pinned].cpu_runtimes]
     if not set(mine) & set(have):
         raise MfssdError(f"{ONNX_CPU_ENV}={pinned} but {REGISTRY[pinned].title} is not installed: "
                          f'pip install "mfssd-deploy[{REGISTRY[pinned].extra}]"')  # fmt: skip
@@ -266,27 +266,26 @@ def _detector_runner(spec: Spec, with_facts: bool) -> Runner:
     path = Path(spec["path"])
     opts: dict[str, Any] = {}
     runtime = spec.get("runtime")
-    backend = None if runtime is None else runtime.removesuffix("-bf16")
-    if backend == "openvino":
-        opts["precision_hint"] = "bf16" if runtime == "openvino-bf16" else "f32"
+    backend: str | None = None
+    if runtime is not None:
+        backend, rt = RUNTIMES[runtime]
+    elif path.suffix == ".onnx":  # a GPU row: the .onnx default backend, with the bench's options for it
+        backend = DEFAULT_FOR_SUFFIX[".onnx"]
+        rt = REGISTRY[backend].cpu_runtimes[0]
+    if backend is not None:
+        opts.update(rt.options)
         if spec.get("threads"):
-            opts["threads"] = spec["threads"]
-    elif path.suffix == ".onnx" and backend in (None, "onnxruntime"):
-        backend = "onnxruntime"  # a GPU row, or a CPU row without a runtime named (run.artifact_specs names one)
-        # interleaved configurations: spinning ONNX Runtime threads would slow whatever runs next
-        # (measured: PyTorch eager 30 -> 100 ms per call right after an ONNX Runtime call)
-        opts["spinning"] = False
-        if spec.get("threads"):
-            opts["intra_op_threads"] = spec["threads"]
+            opts[rt.threads_option] = spec["threads"]
     if path.suffix == ".engine":
         opts["cuda_graphs"] = bool(spec.get("cuda_graphs"))
     tiling = {"tile": spec["tile"], "overlap": spec.get("overlap")} if spec.get("tile") else {}
     det = Detector(path, device=spec["device"], batch_size=spec["batch"], backend=backend, **tiling, **opts)
     precision = det.backend.meta.get("precision", "fp32")
+    hint = RUNTIMES[runtime][1].hint if runtime else None  # an FP32 file run at OpenVINO's bf16 hint is a bf16 row
     facts: BenchRow = {
         "model": path.name, "group": spec["group"], "format": spec["format"], "weights": spec["weights"],
         "device": spec["device"], "backend": det.backend.name, "providers": getattr(det.backend, "providers", None),
-        "runtime": runtime, "precision": "bf16" if runtime == "openvino-bf16" and precision == "fp32" else precision,
+        "runtime": runtime, "precision": hint if hint and precision == "fp32" else precision,
         "layout": det.layout,
         "input_size": det.config.input_size, "size_mb": path.stat().st_size / 2**20,
         "tile": None if det.tiling is None else f"{det.tiling.tile[0]} @{det.tiling.overlap:g}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,6 +32,18 @@ class Backend(Protocol):
 
 
 @dataclass(frozen=True)
+class CpuRuntime:
+    """One way mfssd-bench runs an ONNX file on a CPU in a backend (--runtimes): the Detector's options for it,
+    the option that takes --threads, and a reduced precision it runs FP32 files in (OpenVINO's bf16 hint:
+    FP32 files only, their rows carry that precision and are read against the backend's first runtime)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    threads_option: str = "threads"
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
 class Entry:
     module: str  # mfssd_deploy.runtime.backends.<module>
     cls: str  # a class, or a function that returns the backend (open_tensorrt)
@@ -39,23 +51,38 @@ class Entry:
     takes_max_batch: bool = False  # gets the Detector's batch_size (an explicit TensorRT EP profile)
     extra: str | None = None  # the pip extra that installs it (None: the lean install has it)
     module_needed: str | None = None  # the importable module that tells whether it is installed
-    cpu_runtimes: tuple[str, ...] = ()  # the bench's CPU runtime names of an ONNX file in this backend
+    cpu_runtimes: tuple[CpuRuntime, ...] = ()  # how the bench runs an ONNX file on a CPU in this backend
     title: str = ""  # the runtime's own name, for messages
 
 
 REGISTRY: dict[str, Entry] = {
     "torch": Entry("torch_backend", "TorchBackend", (".pt",), extra="torch", module_needed="torch", title="PyTorch"),
+    # interleaved bench configurations: spinning ONNX Runtime threads would slow whatever runs next
+    # (measured: PyTorch eager 30 -> 100 ms per call right after an ONNX Runtime call)
     "onnxruntime": Entry("onnxruntime_backend", "OnnxRuntimeBackend", (".onnx",), takes_max_batch=True,
-                         module_needed="onnxruntime", cpu_runtimes=("onnxruntime",), title="ONNX Runtime"),
+                         module_needed="onnxruntime", title="ONNX Runtime",
+                         cpu_runtimes=(CpuRuntime("onnxruntime", {"spinning": False}, "intra_op_threads"),)),
     # open_tensorrt picks the buffers: torch CUDA tensors, or NVIDIA's CUDA bindings (end2end, no torch)
     "tensorrt": Entry("tensorrt_backend", "open_tensorrt", (".engine",), extra="trt", module_needed="tensorrt",
                       title="TensorRT"),
     # OpenVINO runs FP32 files at its f32 hint and, as a second bench runtime, at its bf16 hint
     "openvino": Entry("openvino_backend", "OpenVinoBackend", (".onnx",), extra="openvino", module_needed="openvino",
-                      cpu_runtimes=("openvino", "openvino-bf16"), title="OpenVINO"),
+                      title="OpenVINO",
+                      cpu_runtimes=(CpuRuntime("openvino", {"precision_hint": "f32"}),
+                                    CpuRuntime("openvino-bf16", {"precision_hint": "bf16"}, hint="bf16"))),
 }  # fmt: skip
-# The CPU runtimes an ONNX file is benchmarked in (mfssd-bench --runtimes), from the table above.
-CPU_RUNTIMES: tuple[str, ...] = tuple(r for e in REGISTRY.values() for r in e.cpu_runtimes)
+# The CPU runtimes an ONNX file is benchmarked in (mfssd-bench --runtimes), from the table above: name -> (backend,
+# runtime).
+RUNTIMES: dict[str, tuple[str, CpuRuntime]] = {r.name: (n, r) for n, e in REGISTRY.items() for r in e.cpu_runtimes}
+CPU_RUNTIMES: tuple[str, ...] = tuple(RUNTIMES)
+
+
+def base_runtime(runtime: str) -> str:
+    """The runtime a hinted one is read against: its backend's first (openvino-bf16 -> openvino)."""
+    backend, _ = RUNTIMES[runtime]
+    return REGISTRY[backend].cpu_runtimes[0].name
+
+
 # The backend a file gets when none is named: the first registered one that loads its suffix.
 DEFAULT_FOR_SUFFIX: dict[str, str] = {}
 for _name, _entry in REGISTRY.items():
