@@ -402,24 +402,24 @@ def _vgg_axis(n: int) -> tuple[int, int]:
     return c4, c4 // 2
 
 
+def _then(maps: tuple[int, ...], downs: int) -> tuple[tuple[int, ...], int]:
+    """`maps`, then `downs` stride-2 3x3 convs and two unpadded 3x3 convs (SSD's extras and the FSSD/MFSSD
+    pyramid alike): every source layer's size along the axis, and the smallest."""
+    out = list(maps)
+    for _ in range(downs):
+        out.append(_down(out[-1]))
+    out += [out[-1] - 2, out[-1] - 4]
+    return tuple(out), min(out)
+
+
 def ssd_axis(n: int) -> tuple[tuple[int, ...], int]:
-    """SSD300's source layers along an axis of n pixels (conv4_3, fc7, then the extras: two stride-2 3x3 convs
-    and two unpadded 3x3 convs), and the smallest layer on the way."""
-    c4, c5 = _vgg_axis(n)
-    e8 = _down(c5)
-    e9 = _down(e8)
-    maps = (c4, c5, e8, e9, e9 - 2, e9 - 4)
-    return maps, min(maps)
+    """SSD300's source layers along an axis of n pixels: conv4_3, fc7, then its extras (conv8_2 .. conv11_2)."""
+    return _then(_vgg_axis(n), 2)
 
 
 def mfssd_axis(n: int) -> tuple[tuple[int, ...], int]:
-    """MFSSD's: the fusion at conv4_3's size, then the pyramid (three stride-2 3x3 convs, two unpadded)."""
-    c4, _ = _vgg_axis(n)
-    p1 = _down(c4)
-    p2 = _down(p1)
-    p3 = _down(p2)
-    maps = (c4, p1, p2, p3, p3 - 2, p3 - 4)
-    return maps, min(maps)
+    """MFSSD's: the fusion at conv4_3's size, then the pyramid (pyr1 .. pyr5)."""
+    return _then(_vgg_axis(n)[:1], 3)
 
 
 def fssd_axis(n: int) -> tuple[tuple[int, ...], int]:
