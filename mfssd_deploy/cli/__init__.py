@@ -11,20 +11,25 @@ import sys
 from collections.abc import Callable
 
 from mfssd_deploy.errors import MfssdError, installed
+from mfssd_deploy.runtime.backends import REGISTRY as BACKENDS
 
 # What each extra of pyproject.toml's [project.optional-dependencies] installs, as top-level modules
-# (with the extras it includes; tests/test_lean_cli.py checks this table against pyproject.toml).
-EXTRA_MODULES: dict[str, frozenset[str]] = {
-    "torch": frozenset({"torch", "torchvision"}),
-    "export": frozenset({"torch", "torchvision", "onnx", "onnxslim", "onnxconverter_common"}),
-    "train": frozenset({"torch", "torchvision", "pycocotools", "torch_pruning", "matplotlib"}),
-    "trt": frozenset({"torch", "torchvision", "tensorrt"}),
-    "trt-lean": frozenset({"cuda", "onnx", "tensorrt"}),  # cuda-bindings installs the module cuda
-    "triton": frozenset({"tritonclient"}),
-    "openvino": frozenset({"openvino"}),
-    "bench": frozenset({"openvino", "nncf"}),
-    "serve": frozenset({"pytriton", "aiohttp"}),
+# (with the extras it includes; tests/test_lean_cli.py checks this table against pyproject.toml). A backend's
+# extra and module come from its registry entry (runtime.backends.REGISTRY); the rest are listed here.
+_TOOL_EXTRAS: dict[str, set[str]] = {
+    "torch": {"torchvision"},
+    "export": {"torch", "torchvision", "onnx", "onnxslim", "onnxconverter_common"},
+    "train": {"torch", "torchvision", "pycocotools", "torch_pruning", "matplotlib"},
+    "trt": {"torch", "torchvision"},
+    "trt-lean": {"cuda", "onnx", "tensorrt"},  # cuda-bindings installs the module cuda
+    "triton": {"tritonclient"},
+    "bench": {"openvino", "nncf"},
+    "serve": {"pytriton", "aiohttp"},
 }
+for _entry in BACKENDS.values():
+    if _entry.extra and _entry.module_needed:
+        _TOOL_EXTRAS.setdefault(_entry.extra, set()).add(_entry.module_needed)
+EXTRA_MODULES: dict[str, frozenset[str]] = {e: frozenset(mods) for e, mods in _TOOL_EXTRAS.items()}
 # Extras for one deployment path, which its own errors name (the lean TensorRT path: tensorrt_cuda.INSTALL):
 # offered for a missing module only when no other extra installs it (onnx stays [export], tensorrt [trt]).
 PATH_EXTRAS = ("trt-lean",)
