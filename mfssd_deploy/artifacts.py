@@ -86,14 +86,14 @@ ENGINE_SOURCE: dict[str, str] = {"fp32": "fp32", "int8": "int8-qdq", "fp16": "fp
 
 @dataclass(frozen=True)
 class ArtifactKind:
-    """One row of the table: a bench format name, the file it is, and which runtimes take it."""
+    """One row of the table: a bench format name, the file it is, and whether GPU runtimes take it. Which backend
+    loads it is the backend registry's (runtime.backends.REGISTRY, by suffix, and its CPU rule by precision)."""
 
     name: str  # e.g. "int8-e2e": the bench's --formats vocabulary
     suffix: str  # after the model name: ".int8.end2end.onnx"
     layout: Layout
     precision: str  # a Precision for ONNX rows, an EnginePrecision for engine rows, "fp32" for .pt
-    runtimes: tuple[str, ...]  # backends that load it
-    gpu: bool = True  # whether a GPU runtime takes it (the u8 INT8 file is CPU-only)
+    gpu: bool = True  # whether GPU runtimes take it, TensorRT's builder included (the u8 INT8 file is CPU-only)
 
 
 def _onnx_kind(precision: str, layout: str) -> ArtifactKind:
@@ -103,7 +103,6 @@ def _onnx_kind(precision: str, layout: str) -> ArtifactKind:
         suffix=f"{p.suffix}{LAYOUT_SUFFIX[layout]}.onnx",
         layout=layout,  # type: ignore[arg-type]
         precision=precision,
-        runtimes=("onnxruntime", "openvino", *(("tensorrt",) if p.gpu else ())),
         gpu=p.gpu,
     )
 
@@ -111,10 +110,10 @@ def _onnx_kind(precision: str, layout: str) -> ArtifactKind:
 KINDS: dict[str, ArtifactKind] = {
     k.name: k
     for k in (
-        ArtifactKind("eager", ".pt", "raw", "fp32", ("torch",)),
+        ArtifactKind("eager", ".pt", "raw", "fp32"),
         *(_onnx_kind(p, lay) for p in PRECISIONS for lay in ("raw", "end2end")),
-        ArtifactKind("trt-int8-e2e", ".end2end.int8.engine", "end2end", "int8", ("tensorrt",)),
-        ArtifactKind("trt-fp16-e2e", ".end2end.fp16.engine", "end2end", "fp16", ("tensorrt",)),
+        ArtifactKind("trt-int8-e2e", ".end2end.int8.engine", "end2end", "int8"),
+        ArtifactKind("trt-fp16-e2e", ".end2end.fp16.engine", "end2end", "fp16"),
     )
 }
 ENGINE_KINDS: tuple[str, ...] = tuple(k.name for k in KINDS.values() if k.suffix.endswith(".engine"))

@@ -54,7 +54,7 @@ def check_artifacts(artifacts: list[dict[str, Any]], version: str) -> dict[str, 
     versions = list(tables()) if version == "all" else [version_line(version)]
     out: dict[str, dict[str, str]] = {}
     for a in artifacts:
-        if "tensorrt" not in onnx_kind(a["precision"], a["layout"]).runtimes:
+        if not onnx_kind(a["precision"], a["layout"]).gpu:
             out[Path(a["path"]).name] = {
                 v: "skipped: CPU-only INT8 (uint8 activations), not for TensorRT" for v in versions
             }
@@ -106,7 +106,7 @@ def check_tensorrt_source(report: dict[str, Any]) -> None:
     from mfssd_deploy.errors import MfssdError
 
     for a in report["artifacts"]:
-        if "tensorrt" not in onnx_kind(a["precision"], a["layout"]).runtimes:
+        if not onnx_kind(a["precision"], a["layout"]).gpu:
             raise MfssdError(f"{Path(a['path']).name} is the CPU-only INT8 model (uint8 activations), which TensorRT "
                              "cannot load: build the engine from NAME.int8.end2end.onnx (symmetric INT8)")  # fmt: skip
 
