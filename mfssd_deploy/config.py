@@ -461,12 +461,12 @@ def _variants() -> dict[str, Variant]:
             Variant("ssd300", "ssd300", ssd, SSD300_PRIORS, ssd_axis, "ssd:SSD300"),
             Variant("fssd", "fssd", fssd, FSSD_PRIORS, fssd_axis, "fssd:FSSD"),
             Variant("mfssd", "mfssd", mfssd, FSSD_PRIORS, mfssd_axis, "mfssd:MFSSD"),
-            Variant("mfssd_bn", "mfssd_bn", mfssd, FSSD_PRIORS, mfssd_axis, "mfssd:MFSSD"),
+            Variant("mfssd_bn", "mfssd_bn", dict(mfssd), FSSD_PRIORS, mfssd_axis, "mfssd:MFSSD"),
             # Named configs of the paper's comparison: SSD300 as the paper trained it for Table II (6 boxes per
             # location on conv4_3 too: 11,620 priors, the FSSD prior set, instead of the classic 8,732), and the
             # fusion-ratio ablation MFSSD-BN 1:1:1 (branch A with 256 channels instead of 512), which isolates
             # the paper's "more channels for conv4_3" choice.
-            Variant("ssd300_11620", "ssd300", ssd, FSSD_PRIORS, ssd_axis, "ssd:SSD300"),
+            Variant("ssd300_11620", "ssd300", dict(ssd), FSSD_PRIORS, ssd_axis, "ssd:SSD300"),
             Variant("mfssd_bn_111", "mfssd_bn", {**mfssd, "fuse_a": 256}, FSSD_PRIORS, mfssd_axis, "mfssd:MFSSD"),
         )
     }
