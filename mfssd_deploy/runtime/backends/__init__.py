@@ -115,8 +115,8 @@ def rule_text() -> str:
     moved: dict[str, list[str]] = {}
     for p in ONNX_PRECISIONS.values():
         if p.cpu_runtime != DEFAULT_FOR_SUFFIX[".onnx"]:
-            moved.setdefault(p.cpu_runtime, []).append(f"{p.suffix}.onnx")
-    cpu = "; ".join(f"on a CPU {' and '.join(files)} files run in {REGISTRY[n].title} where it is installed"
+            moved.setdefault(p.cpu_runtime, []).append(p.suffix)
+    cpu = "; ".join(f"on a CPU the {' and '.join(files)} ONNX files run in {REGISTRY[n].title} where it is installed"
                     for n, files in moved.items())  # fmt: skip
     takers = "|".join(n for n, e in REGISTRY.items() if e.cpu_runtimes)
     measured = "measured: 1.8-14x ONNX Runtime's speed on those files, benchmarks/int8_placement"
