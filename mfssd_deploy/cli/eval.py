@@ -22,15 +22,17 @@ if TYPE_CHECKING:
 
 
 def format_result(res: EvalResult) -> str:
-    """The per-class table, the headline (evaluation.result.HEADLINE), every COCO figure, the AI-TOD buckets."""
-    from mfssd_deploy.evaluation.result import headline
-
+    """The whole result: the per-class table, both VOC mAPs, every COCO figure the result holds (a metric added
+    to evaluation.coco shows here by itself), the AI-TOD buckets."""
     lines = ["| class | AP@0.5 (VOC07) | AP@0.5 (all-point) | GT |", "|---|---:|---:|---:|"]
     for name, v in res["per_class"].items():
         ap07 = "n/a" if math.isnan(v["ap07"]) else f"{v['ap07']:.4f}"
         ap = "n/a" if math.isnan(v["ap"]) else f"{v['ap']:.4f}"
         lines.append(f"| {name} | {ap07} | {ap} | {v['n_gt']} |")
-    lines.append(f"\n{headline(res)}   ({res['images']} images)")
+    lines.append(
+        f"\nmAP@0.5 VOC07 11-point: {res['voc07_map']:.4f}   all-point: {res['voc_map_all_point']:.4f}"
+        f"   ({res['images']} images)"
+    )
     if "coco" in res:
         from mfssd_deploy.evaluation.coco import AITOD_BUCKETS
 

@@ -2,8 +2,9 @@
 
 The result is a TypedDict: the dict itself is the documented JSON contract (mfssd-eval --json, the
 export report's accuracy, the training log), so typing it changes nothing a reader of that JSON sees.
-HEADLINE is the one table of the figures the tools print (mfssd-eval, mfssd-export --val, mfssd-train's
-validation, mfssd-demo): a metric computed into the result is printed everywhere by one entry here.
+HEADLINE is the one table of the figures the tools print in one line (mfssd-export --val, mfssd-train's
+validation, mfssd-demo; mfssd-eval prints the whole result): a metric computed into the result is printed
+everywhere by one entry here.
 """
 
 from __future__ import annotations
