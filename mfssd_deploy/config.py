@@ -473,9 +473,8 @@ def _variants() -> dict[str, Variant]:
 
 
 VARIANT_TABLE: dict[str, Variant] = _variants()
-# The architectures (what a config's `variant` names) and the named configs built from them.
+# The architectures: what a config's `variant` names (the other entries are named configs built from them).
 VARIANTS: tuple[str, ...] = tuple(n for n, v in VARIANT_TABLE.items() if v.arch == n)
-PRESETS: tuple[str, ...] = tuple(n for n, v in VARIANT_TABLE.items() if v.arch != n)
 BASE_WIDTHS: dict[str, dict[str, int]] = {n: VARIANT_TABLE[n].widths for n in VARIANTS}
 
 
