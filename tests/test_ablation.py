@@ -41,6 +41,19 @@ def test_protocol_trains_evaluates_and_reports(tmp_path: Path) -> None:
     assert (runs / "mfssd_bn_111-s0" / "last.pt").stat().st_mtime_ns == stamp
     bad = subprocess.run([*cmd[:2], "--variants", "yolo"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown variants ['yolo']" in bad.stderr
+    # The recorded comparison is never replaced by part of it: fewer variants, or --report from a RUNS
+    # folder that lacks a run, is refused before anything is trained or written.
+    recorded = {f: (out / f).read_bytes() for f in ("results.json", "report.md", "plot.png")}
+    fewer = [*cmd]
+    fewer[fewer.index("--variants") + 1] = "mfssd_bn_111"
+    part = subprocess.run(fewer, capture_output=True, text=True, timeout=60)
+    assert part.returncode == 2 and "would leave out (ssd300_11620 seed 0)" in part.stderr
+    elsewhere = [*cmd, "--report"]
+    elsewhere[elsewhere.index("--runs") + 1] = str(tmp_path / "empty")
+    empty = subprocess.run(elsewhere, capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and "mfssd_bn_111 seed 0, ssd300_11620 seed 0" in empty.stderr
+    assert {f: (out / f).read_bytes() for f in recorded} == recorded
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_probe_rule_takes_the_largest_finite_rung() -> None:

@@ -5,7 +5,9 @@ rule and evaluation images, no per-variant tuning; several seeds (init and data 
 --seed). Every run trains through `mfssd-train` into RUNS/VARIANT-sSEED and resumes from its last.pt
 when a session ended mid-run; a finished run (metrics.json) is never trained again. Evaluation is
 `mfssd-eval`'s code on the same held-out images: VOC07 mAP@0.5, COCO AP/AP50/AP75/APs/APm/APl and
-per-class AP. `--report` only rebuilds results.json, report.md and the plot from finished runs.
+per-class AP. `--report` only rebuilds results.json, report.md and the plot from finished runs. A call
+whose report would leave out a run that --out's results.json records is refused (extra seeds of a few
+variants go to another --out, then `--report` with every seed rebuilds the record).
 
     python benchmarks/ablation/run.py                 # synthetic small objects, the CPU protocol
     python benchmarks/ablation/run.py --data VOCdevkit --width 1 --epochs 300 --batch 32   # real data
@@ -271,7 +273,21 @@ def plot(summ: dict[str, dict[str, Any]], runs: list[dict[str, Any]], path: Path
         ax.set_xticks(range(len(names)), [LABELS[v] for v in names], rotation=30, ha="right", fontsize=8)
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")  # the path is atomic_path's temporary name, not *.png
+
+
+def _would_drop_recorded_runs(results: Path, planned: set[tuple[str, int]]) -> str:
+    """Why writing a report for `planned` over an earlier results.json would lose runs it records ("" if
+    it would not): a call with fewer --variants or --seeds would replace a whole comparison with part of it."""
+    if not results.is_file():
+        return ""
+    try:
+        had = {(r["variant"], int(r["seed"])) for r in json.loads(results.read_text())["runs"]}
+    except (ValueError, KeyError, TypeError) as e:
+        return f"{results} is not a results file of this runner ({type(e).__name__}); move it away or use another --out"
+    lost = ", ".join(f"{v} seed {s}" for v, s in sorted(had - planned))
+    return (f"{results} records runs this call would leave out ({lost}); pass their --variants and --seeds (and "
+            "a --runs folder that has them) as well, or write to another --out") if lost else ""  # fmt: skip
 
 
 def main() -> int:
@@ -282,6 +298,11 @@ def main() -> int:
         print(f"run.py: error: unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    out = Path(args.out)
+    problem = _would_drop_recorded_runs(out / "results.json", {(v, s) for s in seeds for v in variants})
+    if problem:  # checked before any training: a report that forgets recorded runs is never written
+        print(f"run.py: error: {problem}", file=sys.stderr)
+        return 2
     runs_dir = Path(args.runs)
     data = Path(args.data) if args.data else synthetic(runs_dir, args.train_images, args.val_images)
     protocol = {"data": "synthetic seed 17 (52% small objects)" if not args.data else str(args.data),
@@ -300,12 +321,20 @@ def main() -> int:
                     runs.append(json.loads(done.read_text()))
                 continue
             runs.append(run_one(v, seed, data, args))
-    out = Path(args.out)
+    problem = _would_drop_recorded_runs(out / "results.json", {(r["variant"], int(r["seed"])) for r in runs})
+    if problem:  # --report in a RUNS folder that lacks some of the recorded runs' metrics.json
+        print(f"run.py: error: {problem}", file=sys.stderr)
+        return 2
     summ = summary(runs)
-    (out / "results.json").write_text(json.dumps({"protocol": protocol, "runs": runs, "summary": summ}, indent=1))
-    (out / "report.md").write_text(report_md(summ, runs, protocol))
+    from mfssd_deploy.fileio import atomic_path
+
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps({"protocol": protocol, "runs": runs, "summary": summ}, indent=1))
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(report_md(summ, runs, protocol))
     if runs:
-        plot(summ, runs, out / "plot.png")
+        with atomic_path(out / "plot.png") as tmp:
+            plot(summ, runs, tmp)
     print((out / "report.md").read_text())
     return 0
 
